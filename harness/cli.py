@@ -1,0 +1,49 @@
+"""What every command-line entry point shares: flag types and the error contract.
+
+A `HarnessError` (the user's to fix) ends with one line on stderr and exit status 2;
+Ctrl-C ends with status 130. Anything else is a bug and keeps its traceback.
+"""
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+from harness.errors import HarnessError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def quiet_libraries() -> None:
+    # MLflow's store set-up logs its schema migrations on stderr; users asked for none of that.
+    for name in ("alembic", "mlflow", "optuna"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
+    quiet_libraries()
+    try:
+        return main(argv) or 0
+    except HarnessError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,71 @@
+"""One tracked training: the shared trainer wired to an MLflow run.
+
+Used by `harness.train` (one run) and `harness.search` (one child run per trial).
+"""
+
+from collections.abc import Sequence
+from dataclasses import asdict
+
+import numpy as np
+import torch
+
+from harness import plots
+from harness.data import Splits
+from harness.metrics import Scores
+from harness.tracking import Param, Tag, Tracker, epoch_metrics, fit_metrics, split_metrics
+from harness.trainer import EpochHook, FitResult, TrainConfig, evaluate, fit, predict_masks
+
+PREVIEW_SAMPLES = 6
+
+
+def run_params(config: TrainConfig, splits: Splits) -> dict[str, object]:
+    return {**asdict(config), Param.IMAGE_SIZE: splits.image_size, Param.DATASET: splits.spec}
+
+
+def train_tracked(
+    tracker: Tracker,
+    run_id: str,
+    config: TrainConfig,
+    splits: Splits,
+    device: torch.device,
+    hooks: Sequence[EpochHook] = (),
+) -> FitResult:
+    """Fit with per-epoch metrics (step = epoch) logged before the other `hooks` run."""
+    tracker.log(
+        run_id,
+        params=run_params(config, splits),
+        tags={Tag.DATASET_FINGERPRINT: splits.fingerprint},
+    )
+
+    def log_epoch(result) -> None:
+        tracker.log(run_id, epoch_metrics(result), step=result.epoch)
+
+    result = fit(config, splits.train, splits.val, device=device, on_epoch=[log_epoch, *hooks])
+    tracker.log(run_id, fit_metrics(result), tags={Tag.STOP_REASON: result.stop_reason})
+    tracker.log_checkpoint(run_id, result.model)
+    figure = plots.learning_curves(result.history)
+    tracker.log_figure(run_id, figure, "learning_curves.png")
+    plots.close(figure)
+    return result
+
+
+def evaluate_splits(
+    model: torch.nn.Module, splits: Splits, device: torch.device, names=("train", "val", "test")
+) -> dict[str, Scores]:
+    """The report's table: scores of the restored weights on whole, unaugmented splits."""
+    return {name: evaluate(model, getattr(splits, name), device)[1] for name in names}
+
+
+def log_evaluation(
+    tracker: Tracker, run_id: str, model: torch.nn.Module, splits: Splits, device: torch.device
+) -> dict[str, Scores]:
+    """Score the final model on every split and log the table and a validation preview grid."""
+    scores = evaluate_splits(model, splits, device)
+    tracker.log(run_id, split_metrics(scores))
+    preview = splits.val.subset(np.arange(min(PREVIEW_SAMPLES, len(splits.val))))
+    figure = plots.prediction_grid(
+        preview.images, preview.masks, predict_masks(model, preview.images, device), preview.names
+    )
+    tracker.log_figure(run_id, figure, "val_predictions.png")
+    plots.close(figure)
+    return scores
