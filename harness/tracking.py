@@ -127,7 +127,9 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
         urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout_s).close()
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
-        raise HarnessError(f"MLflow tracking server {tracking_uri} is unreachable: {reason}") from None
+        raise HarnessError(
+            f"MLflow tracking server {tracking_uri} is unreachable: {reason}"
+        ) from None
 
 
 class Tracker:

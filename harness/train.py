@@ -25,22 +25,56 @@ def build_parser() -> argparse.ArgumentParser:
         help="synthetic[:N] (generated pets), oxford-pet:PATH (Oxford-IIIT Pet layout) "
         "or folder:PATH (images/ and masks/ paired by file stem)",
     )
-    data.add_argument("--image-size", type=positive_int, default=64, help="images are resized to this square size")
-    data.add_argument("--cache-dir", default=None, help="decoded-data cache (default $HARNESS_CACHE_DIR or ~/.cache/harness)")
+    data.add_argument(
+        "--image-size", type=positive_int, default=64, help="images are resized to this square size"
+    )
+    data.add_argument(
+        "--cache-dir",
+        default=None,
+        help="decoded-data cache (default $HARNESS_CACHE_DIR or ~/.cache/harness)",
+    )
     model = parser.add_argument_group("model and training")
-    model.add_argument("--depth", type=int, default=DEFAULTS.depth, help="UNet resolution levels, 2 to 6")
-    model.add_argument("--base-channels", type=positive_int, default=DEFAULTS.base_channels, help="channels of the first level; doubles per level")
+    model.add_argument(
+        "--depth", type=int, default=DEFAULTS.depth, help="UNet resolution levels, 2 to 6"
+    )
+    model.add_argument(
+        "--base-channels",
+        type=positive_int,
+        default=DEFAULTS.base_channels,
+        help="channels of the first level; doubles per level",
+    )
     model.add_argument("--lr", type=float, default=DEFAULTS.lr, help="Adam learning rate")
     model.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size)
-    model.add_argument("--patience", type=positive_int, default=DEFAULTS.patience, help="early stopping: epochs without a better validation IoU")
-    model.add_argument("--aug-p", type=probability, default=DEFAULTS.aug_p, help="probability of each augmentation; 0 turns augmentation off")
+    model.add_argument(
+        "--patience",
+        type=positive_int,
+        default=DEFAULTS.patience,
+        help="early stopping: epochs without a better validation IoU",
+    )
+    model.add_argument(
+        "--aug-p",
+        type=probability,
+        default=DEFAULTS.aug_p,
+        help="probability of each augmentation; 0 turns augmentation off",
+    )
     model.add_argument("--max-epochs", type=positive_int, default=DEFAULTS.max_epochs)
-    model.add_argument("--seed", type=int, default=DEFAULTS.seed, help="seeds weights, batch order and augmentation")
+    model.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULTS.seed,
+        help="seeds weights, batch order and augmentation",
+    )
     model.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     tracking = parser.add_argument_group("tracking")
-    tracking.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow tracking URI: a database URL or an http(s) server")
+    tracking.add_argument(
+        "--tracking-uri",
+        default=DEFAULT_TRACKING_URI,
+        help="MLflow tracking URI: a database URL or an http(s) server",
+    )
     tracking.add_argument("--experiment", default="harness-train", help="MLflow experiment name")
-    tracking.add_argument("--run-name", default=None, help="MLflow run name (default: derived from the params)")
+    tracking.add_argument(
+        "--run-name", default=None, help="MLflow run name (default: derived from the params)"
+    )
     return parser
 
 
@@ -65,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     name = args.run_name or f"unet-d{config.depth}-lr{config.lr:g}-bs{config.batch_size}"
     run_id = tracker.start_run(experiment_id, name, tags={Tag.ROLE: "train"})
     print(f"run {run_id} in experiment {args.experiment!r} ({args.tracking_uri})")
-    print(f"data {splits.spec}: {len(splits.train)} train, {len(splits.val)} val, {len(splits.test)} test at {splits.image_size}px")
+    print(
+        f"data {splits.spec}: {len(splits.train)} train, {len(splits.val)} val, {len(splits.test)} test at {splits.image_size}px"
+    )
     with tracker.run_status(run_id):
         result = train_tracked(tracker, run_id, config, splits, device, hooks=[print_epoch])
         scores = log_evaluation(tracker, run_id, result.model, splits, device)

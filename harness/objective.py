@@ -1,0 +1,104 @@
+"""The Optuna objective: one trial = one child MLflow run of the shared trainer.
+
+Reads top to bottom: the trial picks the hyperparameters, a child run is opened under the
+study's parent run, the trainer fits with two per-epoch hooks (MLflow metrics, Optuna
+pruning), and the run is closed with the trial's state as a tag.
+"""
+
+from dataclasses import dataclass
+
+import optuna
+import torch
+from mlflow.entities import RunStatus
+
+from harness.data import Splits
+from harness.runs import train_tracked
+from harness.spaces import SearchSpace
+from harness.tracking import Tag, Tracker, epoch_metrics
+from harness.trainer import FitResult
+
+# Optuna user attributes: how each side finds the other, and why a trial ended.
+RUN_ID_ATTR = "mlflow_run_id"
+STOP_REASON_ATTR = "stop_reason"
+FAIL_REASON_ATTR = "fail_reason"
+BEST_EPOCH_ATTR = "best_epoch"
+EPOCHS_RUN_ATTR = "epochs_run"
+
+COMPLETE = optuna.trial.TrialState.COMPLETE.name
+PRUNED = optuna.trial.TrialState.PRUNED.name
+FAIL = optuna.trial.TrialState.FAIL.name
+
+FINISHED = RunStatus.to_string(RunStatus.FINISHED)
+FAILED = RunStatus.to_string(RunStatus.FAILED)
+KILLED = RunStatus.to_string(RunStatus.KILLED)
+
+
+def pruned_reason(epoch: int) -> str:
+    return f"pruned at epoch {epoch}"
+
+
+@dataclass
+class Objective:
+    space: SearchSpace
+    splits: Splits
+    tracker: Tracker
+    experiment_id: str
+    parent_run_id: str
+    study_name: str
+    max_epochs: int
+    seed: int
+    device: torch.device
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        config = self.space.suggest(
+            trial, seed=self.seed + trial.number, max_epochs=self.max_epochs
+        )
+        run_id = self.tracker.start_run(
+            self.experiment_id,
+            f"trial-{trial.number:03d}",
+            tags={
+                Tag.ROLE: "trial",
+                Tag.STUDY: self.study_name,
+                Tag.TRIAL_NUMBER: str(trial.number),
+            },
+            parent_run_id=self.parent_run_id,
+        )
+        trial.set_user_attr(RUN_ID_ATTR, run_id)
+        metric = self.space.study.metric
+
+        def report_to_optuna(result) -> None:
+            trial.report(epoch_metrics(result)[metric], result.epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(pruned_reason(result.epoch))
+
+        try:
+            fit = train_tracked(
+                self.tracker, run_id, config, self.splits, self.device, hooks=[report_to_optuna]
+            )
+        except optuna.TrialPruned as pruned:
+            self._end(trial, run_id, PRUNED, FINISHED, {Tag.STOP_REASON: str(pruned)})
+            trial.set_user_attr(STOP_REASON_ATTR, str(pruned))
+            raise
+        except KeyboardInterrupt:
+            self._end(trial, run_id, FAIL, KILLED, {Tag.FAIL_REASON: "interrupted"})
+            raise
+        except Exception as error:
+            reason = f"{type(error).__name__}: {error}"
+            self._end(trial, run_id, FAIL, FAILED, {Tag.FAIL_REASON: reason})
+            trial.set_user_attr(FAIL_REASON_ATTR, reason)
+            raise
+        value = trial_value(fit, metric)
+        trial.set_user_attr(STOP_REASON_ATTR, fit.stop_reason)
+        trial.set_user_attr(BEST_EPOCH_ATTR, fit.best_epoch)
+        trial.set_user_attr(EPOCHS_RUN_ATTR, fit.epochs_run)
+        self._end(trial, run_id, COMPLETE, FINISHED, {})
+        return value
+
+    def _end(self, trial, run_id: str, state: str, status: str, tags: dict[str, str]) -> None:
+        self.tracker.log(run_id, tags={Tag.TRIAL_STATE: state, **tags})
+        self.tracker.end_run(run_id, status)
+
+
+def trial_value(fit: FitResult, metric: str) -> float:
+    """The study metric at the epoch whose weights were restored."""
+    return epoch_metrics(fit.history[fit.best_epoch - 1])[metric]

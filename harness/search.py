@@ -1,0 +1,308 @@
+"""`python -m harness.search`: an Optuna study over the shared trainer, recorded in MLflow.
+
+Re-running the same command resumes the study and runs only the trials that are missing.
+"""
+
+import argparse
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import torch
+from mlflow.entities import RunStatus
+
+from harness.cli import positive_int, run_main
+from harness.data import DEFAULT_SPEC, load_splits
+from harness.errors import HarnessError
+from harness.objective import RUN_ID_ATTR, Objective
+from harness.runs import log_evaluation
+from harness.spaces import DEFAULT_SPACE, PRUNERS, load_space
+from harness.studies import (
+    DEFAULT_STORAGE,
+    FINISHED_STATES,
+    PARENT_RUN_ATTR,
+    finished_trials,
+    make_pruner,
+    make_sampler,
+    open_study,
+)
+from harness.study_summary import log_study_summary, top_trials_table
+from harness.tracking import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_FILE,
+    DEFAULT_TRACKING_URI,
+    Tag,
+    Tracker,
+    check_reachable,
+    load_checkpoint,
+    split_metrics,
+)
+from harness.trainer import build_model, resolve_device
+
+EVALUATED_TRIAL_TAG = "harness.evaluated_trial"
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    trials: int = 50
+    space: str = DEFAULT_SPACE
+    data: str = DEFAULT_SPEC
+    image_size: int | None = None  # None: the space file's
+    max_epochs: int | None = None  # None: the space file's
+    pruner: str | None = None  # None: the space file's
+    study: str | None = None  # None: the space file's name
+    storage: str = DEFAULT_STORAGE
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    seed: int = 0
+    n_jobs: int = 1
+    timeout: float | None = None
+    device: str = "auto"
+    cache_dir: str | None = None
+    registered_model: str = "harness-unet"
+    promote: bool = True
+    progress_bar: bool = True
+
+
+@dataclass
+class SearchResult:
+    study: optuna.Study
+    experiment_id: str
+    parent_run_id: str
+    best_trial: optuna.trial.FrozenTrial | None
+
+
+def run_search(options: SearchOptions) -> SearchResult:
+    space = load_space(options.space)
+    settings = space.study
+    image_size = options.image_size or settings.image_size
+    max_epochs = options.max_epochs or settings.max_epochs
+    pruner_name = options.pruner or settings.pruner
+    study_name = options.study or space.name
+    device = resolve_device(options.device)
+    check_reachable(options.tracking_uri)
+    splits = load_splits(options.data, image_size, cache_dir=options.cache_dir)
+
+    identity = {
+        "space": space.name,
+        "dataset": splits.spec,
+        "dataset_fingerprint": splits.fingerprint,
+        "image_size": image_size,
+        "max_epochs": max_epochs,
+    }
+    study = open_study(
+        study_name,
+        options.storage,
+        settings,
+        identity,
+        sampler=make_sampler(settings, options.seed),
+        pruner=make_pruner(pruner_name, settings, max_epochs),
+    )
+    tracker = Tracker(options.tracking_uri)
+    experiment_id = tracker.experiment_id(study_name)
+    parent_run_id = parent_run(tracker, experiment_id, study, identity)
+    print(f"study {study_name!r}: {finished_trials(study)} of {options.trials} trials finished")
+    print(
+        f"data {splits.spec}: {len(splits.train)} train, {len(splits.val)} val, {len(splits.test)} test at {image_size}px"
+    )
+
+    objective = Objective(
+        space,
+        splits,
+        tracker,
+        experiment_id,
+        parent_run_id,
+        study_name,
+        max_epochs,
+        options.seed,
+        device,
+    )
+    with tracker.run_status(parent_run_id):
+        missing = options.trials - finished_trials(study)
+        if missing > 0:
+            study.optimize(
+                objective,
+                n_trials=missing,
+                timeout=options.timeout,
+                n_jobs=options.n_jobs,
+                catch=(Exception,),
+                callbacks=[optuna.study.MaxTrialsCallback(options.trials, states=FINISHED_STATES)],
+                show_progress_bar=options.progress_bar,
+            )
+        log_study_summary(tracker, parent_run_id, study, settings.metric)
+        best = best_trial(study)
+        if best is not None:
+            evaluate_best(tracker, parent_run_id, best, splits, device)
+    print_outcome(study, settings.metric, tracker, experiment_id)
+    if best is None:
+        raise HarnessError(
+            f"no trial of study {study_name!r} completed; see the fail reasons in MLflow"
+        )
+    return SearchResult(study, experiment_id, parent_run_id, best)
+
+
+def parent_run(tracker: Tracker, experiment_id: str, study: optuna.Study, identity: dict) -> str:
+    """The study's one parent run: found again through the study on resume, not duplicated."""
+    run_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    if run_id is not None:
+        tracker.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        return run_id
+    run_id = tracker.start_run(
+        experiment_id, study.study_name, tags={Tag.ROLE: "study", Tag.STUDY: study.study_name}
+    )
+    tracker.log(
+        run_id, params=identity, tags={Tag.DATASET_FINGERPRINT: identity["dataset_fingerprint"]}
+    )
+    study.set_user_attr(PARENT_RUN_ATTR, run_id)
+    return run_id
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:  # no completed trial
+        return None
+
+
+def evaluate_best(tracker: Tracker, parent_run_id: str, best, splits, device: torch.device) -> None:
+    """Score the best trial's restored weights on every split, once per best trial."""
+    parent = tracker.client.get_run(parent_run_id)
+    if parent.data.tags.get(EVALUATED_TRIAL_TAG) == str(best.number):
+        return
+    run_id = best.user_attrs[RUN_ID_ATTR]
+    model = load_trial_model(tracker, run_id, device)
+    scores = log_evaluation(tracker, run_id, model, splits, device)
+    tracker.log(parent_run_id, split_metrics(scores), tags={EVALUATED_TRIAL_TAG: best.number})
+    # until the registry promotes it, the parent run keeps the best weights
+    tracker.log_checkpoint(parent_run_id, model)
+    print(f"best trial {best.number} on the whole splits:")
+    print(f"{'split':<6} {'accuracy':>9} {'mean IoU':>9} {'pet IoU':>8}")
+    for split, s in scores.items():
+        print(f"{split:<6} {s.accuracy:>9.4f} {s.iou:>9.4f} {s.fg_iou:>8.4f}")
+
+
+def load_trial_model(tracker: Tracker, run_id: str, device: torch.device):
+    run = tracker.client.get_run(run_id)
+    depth = int(run.data.params["depth"])
+    base_channels = int(run.data.params["base_channels"])
+    model = build_model(depth, base_channels, device)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = tracker.client.download_artifacts(run_id, f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}", tmp)
+        model.load_state_dict(load_checkpoint(Path(path)))
+    return model
+
+
+def print_outcome(study: optuna.Study, metric: str, tracker: Tracker, experiment_id: str) -> None:
+    counts = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    print("trials: " + ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())))
+    print(top_trials_table(study, metric))
+    print(f"MLflow: mlflow ui --backend-store-uri {tracker.tracking_uri}, then open")
+    print(
+        f"  http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = SearchOptions()
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.search",
+        description="Search UNet hyperparameters with Optuna; every trial is an MLflow run. "
+        "Re-running the same command resumes the study.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--trials",
+        type=positive_int,
+        default=defaults.trials,
+        help="finished trials (complete or pruned) the study should reach",
+    )
+    parser.add_argument(
+        "--space",
+        default=defaults.space,
+        help="search space: a name in search_spaces/ or a path to a .toml file",
+    )
+    parser.add_argument(
+        "--data", default=defaults.data, help="synthetic[:N], oxford-pet:PATH or folder:PATH"
+    )
+    parser.add_argument(
+        "--image-size", type=positive_int, default=None, help="override the space file's image_size"
+    )
+    parser.add_argument(
+        "--max-epochs", type=positive_int, default=None, help="override the space file's max_epochs"
+    )
+    parser.add_argument(
+        "--pruner", choices=PRUNERS, default=None, help="override the space file's pruner"
+    )
+    parser.add_argument(
+        "--study",
+        default=None,
+        help="study name (default: the space file's name); also the MLflow experiment",
+    )
+    parser.add_argument("--storage", default=defaults.storage, help="Optuna storage URL")
+    parser.add_argument("--tracking-uri", default=defaults.tracking_uri, help="MLflow tracking URI")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help="seeds the sampler and each trial's training",
+    )
+    parser.add_argument(
+        "--n-jobs",
+        type=positive_int,
+        default=defaults.n_jobs,
+        help="trials run at once in this process",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="stop starting new trials after this many seconds",
+    )
+    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="decoded-data cache (default $HARNESS_CACHE_DIR or ~/.cache/harness)",
+    )
+    parser.add_argument(
+        "--registered-model",
+        default=defaults.registered_model,
+        help="MLflow registered model the best model is promoted to",
+    )
+    parser.add_argument(
+        "--no-promote", action="store_true", help="do not register or promote the best model"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in logs)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    options = SearchOptions(
+        trials=args.trials,
+        space=args.space,
+        data=args.data,
+        image_size=args.image_size,
+        max_epochs=args.max_epochs,
+        pruner=args.pruner,
+        study=args.study,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        seed=args.seed,
+        n_jobs=args.n_jobs,
+        timeout=args.timeout,
+        device=args.device,
+        cache_dir=args.cache_dir,
+        registered_model=args.registered_model,
+        promote=not args.no_promote,
+        progress_bar=not args.no_progress,
+    )
+    run_search(options)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,228 @@
+"""Search-space files: read and validate a TOML recipe, turn it into `trial.suggest_*` calls.
+
+A space file has a `[study]` table (metric, direction, sampler, pruner, max_epochs,
+image_size, ...), one `[params.NAME]` table per searched parameter and a `[fixed]` table for
+parameters held constant. Every problem is reported as `FILE: KEY: what is wrong` before any
+study or run exists.
+"""
+
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from harness.errors import HarnessError
+from harness.trainer import TrainConfig
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+DEFAULT_SPACE = "unet"
+
+# The TrainConfig fields a space may search or fix; the seed and max_epochs are study settings.
+SEARCHABLE = tuple(f.name for f in fields(TrainConfig) if f.name not in ("seed", "max_epochs"))
+INT_PARAMS = {"depth", "base_channels", "batch_size", "patience"}
+
+METRICS = {
+    "val_iou": "maximize",
+    "val_fg_iou": "maximize",
+    "val_accuracy": "maximize",
+    "val_loss": "minimize",
+}
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "hyperband", "asha", "none")
+
+
+class SpaceError(HarnessError):
+    """A malformed search-space file."""
+
+
+@dataclass(frozen=True)
+class Distribution:
+    name: str
+    kind: str  # "int", "float" or "categorical"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple = ()
+
+    def suggest(self, trial: optuna.Trial):
+        if self.kind == "int":
+            return trial.suggest_int(
+                self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log
+            )
+        if self.kind == "float":
+            return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+        return trial.suggest_categorical(self.name, list(self.choices))
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    metric: str = "val_iou"
+    direction: str = "maximize"
+    sampler: str = "tpe"
+    sampler_startup_trials: int = 10
+    pruner: str = "median"
+    pruner_startup_trials: int = 5
+    pruner_warmup_epochs: int = 1
+    max_epochs: int = 10
+    image_size: int = 64
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    path: Path
+    study: StudySettings
+    params: dict[str, Distribution]
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+    def suggest(self, trial: optuna.Trial, *, seed: int, max_epochs: int) -> TrainConfig:
+        """The trial is the only source of searched values; fixed ones come from the file."""
+        values = {name: dist.suggest(trial) for name, dist in self.params.items()}
+        return TrainConfig(**self.fixed, **values, seed=seed, max_epochs=max_epochs)
+
+
+def resolve_space_path(name_or_path: str) -> Path:
+    """`unet` means search_spaces/unet.toml; anything with a suffix or a slash is a path."""
+    if name_or_path.endswith(".toml") or "/" in name_or_path:
+        return Path(name_or_path)
+    return SPACES_DIR / f"{name_or_path}.toml"
+
+
+def load_space(name_or_path: str = DEFAULT_SPACE) -> SearchSpace:
+    path = resolve_space_path(name_or_path)
+    try:
+        document = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SpaceError(f"{path}: no such search-space file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SpaceError(f"{path}: invalid TOML: {error}") from None
+
+    def fail(key: str, problem: str):
+        raise SpaceError(f"{path}: {key}: {problem}")
+
+    for key in document:
+        if key not in ("study", "params", "fixed"):
+            fail(key, "unknown table (expected study, params, fixed)")
+    study = _read_study(document.get("study", {}), fail)
+    params = {
+        name: _read_distribution(name, spec, fail)
+        for name, spec in document.get("params", {}).items()
+    }
+    fixed = document.get("fixed", {})
+    for name, value in fixed.items():
+        if name not in SEARCHABLE:
+            fail(f"fixed.{name}", f"unknown parameter (known: {', '.join(SEARCHABLE)})")
+        if name in params:
+            fail(f"fixed.{name}", "both searched and fixed")
+        expected = int if name in INT_PARAMS else (int, float)
+        if isinstance(value, bool) or not isinstance(value, expected):
+            fail(f"fixed.{name}", f"expected a number, got {value!r}")
+    try:
+        # every combination the space can produce must make a valid config: check the corners
+        for corner in ("low", "high"):
+            values = {n: _corner(d, corner) for n, d in params.items()}
+            TrainConfig(**fixed, **values)
+    except HarnessError as error:
+        fail("params", str(error))
+    return SearchSpace(path.stem, path, study, params, fixed)
+
+
+def _corner(dist: Distribution, which: str):
+    if dist.kind == "categorical":
+        return dist.choices[0] if which == "low" else dist.choices[-1]
+    value = dist.low if which == "low" else dist.high
+    return int(value) if dist.kind == "int" else value
+
+
+def _read_study(table: dict, fail) -> StudySettings:
+    if not isinstance(table, dict):
+        fail("study", "must be a table")
+    defaults = StudySettings()
+    known = {f.name for f in fields(StudySettings)}
+    for key, value in table.items():
+        if key not in known:
+            fail(f"study.{key}", f"unknown setting (known: {', '.join(sorted(known))})")
+        if type(value) is not type(getattr(defaults, key)):
+            fail(f"study.{key}", f"expected {type(getattr(defaults, key)).__name__}, got {value!r}")
+    settings = StudySettings(
+        **{**{"direction": METRICS.get(table.get("metric", "val_iou"), "maximize")}, **table}
+    )
+    if settings.metric not in METRICS:
+        fail("study.metric", f"unknown metric {settings.metric!r} (known: {', '.join(METRICS)})")
+    if settings.direction not in ("maximize", "minimize"):
+        fail("study.direction", f"must be maximize or minimize, got {settings.direction!r}")
+    if settings.direction != METRICS[settings.metric]:
+        fail("study.direction", f"{settings.metric} should be {METRICS[settings.metric]}d")
+    if settings.sampler not in SAMPLERS:
+        fail(
+            "study.sampler", f"unknown sampler {settings.sampler!r} (known: {', '.join(SAMPLERS)})"
+        )
+    if settings.pruner not in PRUNERS:
+        fail("study.pruner", f"unknown pruner {settings.pruner!r} (known: {', '.join(PRUNERS)})")
+    for key in ("max_epochs", "image_size"):
+        if getattr(settings, key) < 1:
+            fail(f"study.{key}", "must be positive")
+    for key in ("sampler_startup_trials", "pruner_startup_trials", "pruner_warmup_epochs"):
+        if getattr(settings, key) < 0:
+            fail(f"study.{key}", "must not be negative")
+    return settings
+
+
+def _read_distribution(name: str, spec: Any, fail) -> Distribution:
+    key = f"params.{name}"
+    if name not in SEARCHABLE:
+        fail(key, f"unknown parameter (known: {', '.join(SEARCHABLE)})")
+    if not isinstance(spec, dict):
+        fail(key, "must be a table with a type")
+    kind = spec.get("type")
+    allowed = {
+        "int": {"type", "low", "high", "log", "step"},
+        "float": {"type", "low", "high", "log", "step"},
+        "categorical": {"type", "choices"},
+    }
+    if kind not in allowed:
+        fail(f"{key}.type", f"must be int, float or categorical, got {kind!r}")
+    for extra in set(spec) - allowed[kind]:
+        fail(f"{key}.{extra}", f"not a setting of a {kind} parameter")
+    if kind == "float" and name in INT_PARAMS:
+        fail(f"{key}.type", f"{name} is an integer parameter")
+
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            fail(f"{key}.choices", "must be a non-empty list")
+        for choice in choices:
+            if isinstance(choice, bool) or not isinstance(choice, int | float):
+                fail(f"{key}.choices", f"expected numbers, got {choice!r}")
+            if name in INT_PARAMS and not isinstance(choice, int):
+                fail(f"{key}.choices", f"{name} takes integers, got {choice!r}")
+        return Distribution(name, kind, choices=tuple(choices))
+
+    number = int if kind == "int" else (int, float)
+    for bound in ("low", "high"):
+        if bound not in spec:
+            fail(f"{key}.{bound}", "missing")
+        value = spec[bound]
+        if isinstance(value, bool) or not isinstance(value, number) or not math.isfinite(value):
+            fail(
+                f"{key}.{bound}",
+                f"expected {'an integer' if kind == 'int' else 'a number'}, got {value!r}",
+            )
+    low, high, log = spec["low"], spec["high"], spec.get("log", False)
+    if not isinstance(log, bool):
+        fail(f"{key}.log", f"expected true or false, got {log!r}")
+    if low > high:
+        fail(key, f"low ({low}) > high ({high})")
+    if log and low <= 0:
+        fail(f"{key}.low", f"a log scale needs low > 0, got {low}")
+    step = spec.get("step")
+    if step is not None:
+        if isinstance(step, bool) or not isinstance(step, number) or step <= 0:
+            fail(f"{key}.step", f"must be a positive number, got {step!r}")
+        if log:
+            fail(f"{key}.step", "cannot be combined with log")
+    return Distribution(name, kind, float(low), float(high), log, step)

@@ -1,0 +1,28 @@
+"""Shared fixtures: a real MLflow SQLite store (created once) and a clean working directory."""
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from harness.cli import quiet_libraries
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    # commands write mlflow.db, optuna.db and artifacts in the working directory
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    quiet_libraries()
+
+
+@pytest.fixture(scope="session")
+def tracking_uri(tmp_path_factory) -> str:
+    """One MLflow store for the session: creating one runs schema migrations (seconds)."""
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    uri = f"sqlite:///{path}"
+    MlflowClient(uri).search_experiments()  # create the schema once, up front
+    return uri
+
+
+@pytest.fixture
+def client(tracking_uri) -> MlflowClient:
+    return MlflowClient(tracking_uri)

@@ -1,0 +1,187 @@
+"""The search end to end: real Optuna SQLite storage, real MLflow SQLite store, real training."""
+
+import optuna
+import pytest
+import torch
+
+from harness.cli import run_main
+from harness.data import load_splits
+from harness.objective import FAIL_REASON_ATTR, RUN_ID_ATTR, STOP_REASON_ATTR, Objective
+from harness.search import SearchOptions, main, run_search
+from harness.spaces import load_space
+from harness.tracking import Tag, Tracker
+from tests.helpers import running_runs
+
+TINY_SPACE = """
+[study]
+max_epochs = 3
+image_size = 32
+sampler_startup_trials = 2
+pruner = "median"
+pruner_startup_trials = 2
+pruner_warmup_epochs = 1
+
+[params.depth]
+type = "int"
+low = 2
+high = 3
+
+[params.lr]
+type = "float"
+low = 1e-3
+high = 1e-2
+log = true
+
+[fixed]
+base_channels = 4
+batch_size = 16
+patience = 2
+aug_p = 0.0
+"""
+
+DATA = "synthetic:48"
+
+
+@pytest.fixture
+def space_file(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_SPACE)
+    return path
+
+
+def options(space_file, tracking_uri, study, **overrides):
+    return SearchOptions(
+        space=str(space_file),
+        data=DATA,
+        study=study,
+        tracking_uri=tracking_uri,
+        promote=False,
+        progress_bar=False,
+        **overrides,
+    )
+
+
+def child_runs(client, result):
+    return [
+        r
+        for r in client.search_runs([result.experiment_id])
+        if r.data.tags.get("mlflow.parentRunId") == result.parent_run_id
+    ]
+
+
+def test_three_trial_study_records_every_trial_in_mlflow(space_file, tracking_uri, client):
+    result = run_search(options(space_file, tracking_uri, "three", trials=3))
+
+    trials = result.study.trials
+    assert len(trials) == 3
+    assert all(
+        t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        for t in trials
+    )
+    runs = child_runs(client, result)
+    assert len(runs) == 3
+    by_id = {r.info.run_id: r for r in runs}
+    for trial in trials:
+        run = by_id[trial.user_attrs[RUN_ID_ATTR]]
+        assert run.data.tags[Tag.TRIAL_STATE] == trial.state.name
+        assert run.data.tags[Tag.TRIAL_NUMBER] == str(trial.number)
+        assert run.data.tags[Tag.STUDY] == "three"
+        assert run.data.params["depth"] == str(trial.params["depth"])
+        assert float(run.data.params["lr"]) == pytest.approx(trial.params["lr"])
+        history = client.get_metric_history(run.info.run_id, "val_iou")
+        assert sorted(m.step for m in history) == sorted(trial.intermediate_values)
+        assert trial.user_attrs[STOP_REASON_ATTR]
+        assert run.info.status == "FINISHED"
+
+    parent = client.get_run(result.parent_run_id)
+    assert parent.data.tags[Tag.ROLE] == "study"
+    assert parent.data.tags["best.trial_number"] == str(result.best_trial.number)
+    assert parent.data.metrics["best_val_iou"] == pytest.approx(result.best_trial.value)
+    for split in ("test", "final_train", "final_val"):
+        assert 0 <= parent.data.metrics[f"{split}_iou"] <= 1
+    best_run = client.get_run(result.best_trial.user_attrs[RUN_ID_ATTR])
+    assert best_run.data.metrics["test_iou"] == parent.data.metrics["test_iou"]
+    artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
+    assert "trials.csv" in artifacts
+    figures = {a.path for a in client.list_artifacts(result.parent_run_id, "figures")}
+    assert {"figures/optimization_history.png", "figures/intermediate_values.png"} <= figures
+    assert not running_runs(client, result.experiment_id)
+
+
+def test_resume_from_three_to_five_runs_only_the_missing_trials(space_file, tracking_uri, client):
+    first = run_search(options(space_file, tracking_uri, "resume", trials=3))
+    second = run_search(options(space_file, tracking_uri, "resume", trials=5))
+
+    assert second.parent_run_id == first.parent_run_id
+    finished = [t for t in second.study.trials if t.state.is_finished()]
+    assert len(second.study.trials) == len(finished) == 5
+    assert len(child_runs(client, second)) == 5
+    studies = [
+        r
+        for r in client.search_runs([second.experiment_id])
+        if r.data.tags.get(Tag.ROLE) == "study"
+    ]
+    assert len(studies) == 1
+    assert not running_runs(client, second.experiment_id)
+
+    # a third run with the same target has nothing left to do
+    third = run_search(options(space_file, tracking_uri, "resume", trials=5))
+    assert len(third.study.trials) == 5
+
+
+def test_resume_on_other_data_is_refused(space_file, tracking_uri, capsys):
+    run_search(options(space_file, tracking_uri, "guarded", trials=1))
+    code = run_main(main, ["--space", str(space_file), "--data", "synthetic:64", "--study", "guarded",
+                           "--tracking-uri", tracking_uri, "--no-progress", "--no-promote"])  # fmt: skip
+    assert code == 2
+    assert "guarded" in capsys.readouterr().err
+
+
+def test_a_pruned_trial_is_pruned_in_optuna_and_tagged_in_mlflow(space_file, tracking_uri, client):
+    tracker = Tracker(tracking_uri)
+    experiment_id = tracker.experiment_id("pruning")
+    parent = tracker.start_run(experiment_id, "pruning")
+    study = optuna.create_study(
+        direction="maximize",
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0),
+    )
+    objective = Objective(
+        load_space(str(space_file)), load_splits(DATA, 32), tracker, experiment_id, parent,
+        "pruning", max_epochs=3, seed=0, device=torch.device("cpu"),
+    )  # fmt: skip
+    study.enqueue_trial({"depth": 2, "lr": 1e-2})  # learns: sets the median
+    study.enqueue_trial({"depth": 2, "lr": 1e-3})  # learns far less in its first epoch
+    study.optimize(objective, n_trials=2)
+
+    good, slow = study.trials
+    assert good.state == optuna.trial.TrialState.COMPLETE
+    assert slow.state == optuna.trial.TrialState.PRUNED
+    assert slow.user_attrs[STOP_REASON_ATTR] == "pruned at epoch 1"
+    run = client.get_run(slow.user_attrs[RUN_ID_ATTR])
+    assert run.data.tags[Tag.TRIAL_STATE] == "PRUNED"
+    assert run.data.tags[Tag.STOP_REASON] == "pruned at epoch 1"
+    assert run.info.status == "FINISHED"
+
+
+def test_a_diverging_trial_fails_and_the_study_goes_on(space_file, tracking_uri, client, capsys):
+    space_file.write_text(
+        TINY_SPACE.replace("[fixed]", "[fixed]\nlr = 10.0").replace(
+            '[params.lr]\ntype = "float"\nlow = 1e-3\nhigh = 1e-2\nlog = true\n', ""
+        )
+    )
+    code = run_main(main, ["--space", str(space_file), "--data", DATA, "--trials", "2", "--study", "diverge",
+                           "--tracking-uri", tracking_uri, "--no-progress", "--no-promote"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no trial" in err[0]
+
+    study = optuna.load_study(study_name="diverge", storage="sqlite:///optuna.db")
+    assert len(study.trials) == 2  # both attempted: the first failure did not stop the study
+    for trial in study.trials:
+        assert trial.state == optuna.trial.TrialState.FAIL
+        assert "diverged" in trial.user_attrs[FAIL_REASON_ATTR]
+        run = client.get_run(trial.user_attrs[RUN_ID_ATTR])
+        assert run.info.status == "FAILED"
+        assert run.data.tags[Tag.TRIAL_STATE] == "FAIL"
+        assert "diverged" in run.data.tags[Tag.FAIL_REASON]
+    experiment = client.get_experiment_by_name("diverge")
+    assert not running_runs(client, experiment.experiment_id)

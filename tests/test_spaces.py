@@ -1,0 +1,87 @@
+import optuna
+import pytest
+
+from harness.cli import run_main
+from harness.search import main
+from harness.spaces import SpaceError, load_space
+from harness.trainer import TrainConfig
+
+
+def test_the_default_space_is_the_reports():
+    space = load_space()
+    assert space.name == "unet"
+    assert set(space.params) == {"depth", "lr", "batch_size", "patience", "aug_p"}
+    assert (space.params["depth"].low, space.params["depth"].high) == (2, 5)
+    assert space.params["lr"].log and (space.params["lr"].low, space.params["lr"].high) == (
+        1e-4,
+        1e-2,
+    )
+    assert space.params["batch_size"].choices == (8, 16, 32)
+    assert space.fixed == {"base_channels": 16}
+    assert space.study.metric == "val_iou" and space.study.direction == "maximize"
+
+
+def test_suggest_takes_searched_values_from_the_trial_and_fixed_ones_from_the_file(tmp_path):
+    path = tmp_path / "fix.toml"
+    path.write_text(
+        '[params.lr]\ntype = "float"\nlow = 0.001\nhigh = 0.01\n[fixed]\ndepth = 4\naug_p = 0.0\n'
+    )
+    space = load_space(str(path))
+    trial = optuna.create_study().ask()
+    config = space.suggest(trial, seed=3, max_epochs=5)
+    assert isinstance(config, TrainConfig)
+    assert config.depth == 4 and config.aug_p == 0.0 and config.seed == 3 and config.max_epochs == 5
+    assert trial.params == {"lr": config.lr} and 0.001 <= config.lr <= 0.01
+
+
+MALFORMED = {
+    "syntax": ("[params.lr\ntype = 'float'", "invalid TOML"),
+    "unknown_param": (
+        '[params.dropout]\ntype = "float"\nlow = 0.1\nhigh = 0.2\n',
+        "params.dropout",
+    ),
+    "unknown_type": ('[params.lr]\ntype = "normal"\nlow = 0.1\nhigh = 0.2\n', "params.lr.type"),
+    "low_above_high": (
+        '[params.lr]\ntype = "float"\nlow = 0.1\nhigh = 0.01\n',
+        "params.lr: low (0.1) > high (0.01)",
+    ),
+    "empty_choices": (
+        '[params.batch_size]\ntype = "categorical"\nchoices = []\n',
+        "params.batch_size.choices",
+    ),
+    "log_nonpositive": (
+        '[params.lr]\ntype = "float"\nlow = 0.0\nhigh = 0.1\nlog = true\n',
+        "params.lr.low",
+    ),
+    "unknown_fixed": ("[fixed]\nwidth = 3\n", "fixed.width"),
+    "unknown_setting": ("[study]\npatience = 3\n", "study.patience"),
+    "bad_pruner": ('[study]\npruner = "sometimes"\n', "study.pruner"),
+    "float_depth": ('[params.depth]\ntype = "float"\nlow = 2.0\nhigh = 4.0\n', "params.depth.type"),
+    "invalid_config": ('[params.depth]\ntype = "int"\nlow = 2\nhigh = 9\n', "depth"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_space_names_file_and_key(tmp_path, case):
+    text, expected = MALFORMED[case]
+    path = tmp_path / f"{case}.toml"
+    path.write_text(text)
+    with pytest.raises(SpaceError) as error:
+        load_space(str(path))
+    message = str(error.value)
+    assert str(path) in message and expected in message
+    assert "\n" not in message
+
+
+def test_malformed_space_stops_the_search_before_any_study_or_run(tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text('[params.lr]\ntype = "float"\nlow = 0.1\nhigh = 0.01\n')
+    code = run_main(main, ["--space", str(path), "--trials", "1", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "bad.toml" in err[0]
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_missing_space_file(capsys):
+    assert run_main(main, ["--space", "no-such-space", "--no-progress"]) == 2
+    assert "no-such-space.toml" in capsys.readouterr().err
