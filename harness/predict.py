@@ -1,0 +1,178 @@
+"""`python -m harness.predict`: pet masks for image files, from a registered model.
+
+    python -m harness.predict --model models:/harness-unet@champion a.jpg b.png --out masks/
+
+Each image is decoded as RGB and squashed to the square size the model was trained at
+(`image_size` in the model's metadata, else its input signature), with the same antialiased
+bilinear resize as the training data. The model's pet probabilities are resized back to the
+image's own size (bilinear) and thresholded, and each mask is written as an 8-bit greyscale
+PNG `<out>/<image stem>.png`: 255 = pet, 0 = background.
+
+The model is any MLflow model that `harness.registry` logs (`models:/NAME@ALIAS`,
+`models:/NAME/VERSION`, `runs:/...`, or a local folder): pyfunc `predict` takes float32
+(N, 3, S, S) in [0, 1] and returns pet probabilities (N, 1, S, S). Every image is decoded
+before the model runs, so a file that does not decode stops the command with nothing written.
+"""
+
+import argparse
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as tvf
+from mlflow.exceptions import MlflowException
+from torchvision.io import ImageReadMode, decode_image, write_png
+from torchvision.transforms import InterpolationMode
+
+from harness.cli import probability, run_main
+from harness.errors import HarnessError
+from harness.registry import CHAMPION, DEFAULT_REGISTERED_MODEL
+from harness.tracking import DEFAULT_TRACKING_URI
+
+BATCH_SIZE = 32
+PET, BACKGROUND = 255, 0
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    model: mlflow.pyfunc.PyFuncModel
+    image_size: int
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """float32 (N, 3, S, S) in [0, 1] -> float32 pet probabilities (N, S, S)."""
+        out = [
+            np.asarray(self.model.predict(images[start : start + BATCH_SIZE]))
+            for start in range(0, len(images), BATCH_SIZE)
+        ]
+        return np.concatenate(out)[:, 0]
+
+
+def load_served_model(model_uri: str, tracking_uri: str = DEFAULT_TRACKING_URI) -> ServedModel:
+    """Load through an explicit tracking/registry URI (no process-global MLflow state)."""
+    try:
+        if Path(model_uri).is_dir():
+            model = mlflow.pyfunc.load_model(model_uri)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=model_uri,
+                    dst_path=tmp,
+                    tracking_uri=tracking_uri,
+                    registry_uri=tracking_uri,
+                )
+                model = mlflow.pyfunc.load_model(local)
+    except (MlflowException, OSError) as error:
+        message = getattr(error, "message", None) or str(error)
+        reason = message.strip().splitlines()[0] if message.strip() else type(error).__name__
+        raise HarnessError(f"cannot load model {model_uri}: {reason}") from None
+    return ServedModel(model, model_image_size(model, model_uri))
+
+
+def model_image_size(model: mlflow.pyfunc.PyFuncModel, model_uri: str) -> int:
+    size = (model.metadata.metadata or {}).get("image_size")
+    if size is None and model.metadata.signature is not None:
+        inputs = model.metadata.signature.inputs
+        if inputs is not None and inputs.is_tensor_spec() and len(inputs.inputs) == 1:
+            shape = inputs.inputs[0].shape
+            if len(shape) == 4 and shape[2] == shape[3] and shape[2] > 0:
+                size = shape[2]
+    if size is None:
+        raise HarnessError(f"model {model_uri} does not say its image size (metadata image_size)")
+    return int(size)
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """uint8 (3, H, W), RGB; one-line HarnessError when the file does not decode."""
+    try:
+        data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+    except OSError as error:
+        raise HarnessError(f"cannot read image {path}: {error.strerror or error}") from None
+    try:
+        return decode_image(data, mode=ImageReadMode.RGB)
+    except (RuntimeError, ValueError):
+        # torchvision's message is a multi-line C++ trace; one line is what the user needs
+        raise HarnessError(f"cannot read image {path}: corrupt, or not JPEG/PNG/WebP/GIF") from None
+
+
+def to_model_input(image: torch.Tensor, image_size: int) -> np.ndarray:
+    """uint8 (3, H, W) -> float32 (3, S, S) in [0, 1], resized as the training data was."""
+    resized = tvf.resize(
+        image, [image_size, image_size], interpolation=InterpolationMode.BILINEAR, antialias=True
+    )
+    return resized.float().div_(255).numpy()
+
+
+def to_mask(probabilities: np.ndarray, height: int, width: int, threshold: float) -> torch.Tensor:
+    """(S, S) pet probabilities -> uint8 (1, height, width), PET or BACKGROUND."""
+    resized = tvf.resize(
+        torch.from_numpy(probabilities)[None],
+        [height, width],
+        interpolation=InterpolationMode.BILINEAR,
+        antialias=True,
+    )
+    return torch.where(resized > threshold, PET, BACKGROUND).to(torch.uint8)
+
+
+def mask_paths(images: list[Path], out_dir: Path) -> list[Path]:
+    outputs = [out_dir / f"{path.stem}.png" for path in images]
+    seen: dict[Path, Path] = {}
+    for image, output in zip(images, outputs):
+        if output in seen:
+            raise HarnessError(f"{seen[output]} and {image} would both write {output}")
+        seen[output] = image
+    return outputs
+
+
+def predict_files(
+    served: ServedModel, images: list[Path], out_dir: Path, threshold: float = 0.5
+) -> list[Path]:
+    """Write one mask PNG per image, each at its image's original size; returns their paths."""
+    outputs = mask_paths(images, out_dir)
+    decoded = [read_image(path) for path in images]  # all of them, before writing anything
+    batch = np.stack([to_model_input(image, served.image_size) for image in decoded])
+    probabilities = served.probabilities(batch)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for image, probs, output in zip(decoded, probabilities, outputs):
+        write_png(to_mask(probs, image.shape[1], image.shape[2], threshold), str(output))
+    return outputs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.predict",
+        description="Write a pet mask PNG (255 = pet, 0 = background) for each image, at the "
+        "image's own size, using a registered model.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("images", nargs="+", type=Path, help="image files (JPEG, PNG, ...)")
+    parser.add_argument(
+        "--model",
+        default=f"models:/{DEFAULT_REGISTERED_MODEL}@{CHAMPION}",
+        help="MLflow model URI: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/... or a folder",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder for the mask PNGs")
+    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow tracking URI")
+    parser.add_argument(
+        "--threshold", type=probability, default=0.5, help="pet where the probability exceeds this"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    missing = [path for path in args.images if not path.is_file()]
+    if missing:
+        raise HarnessError(f"no such image file: {missing[0]}")
+    mask_paths(args.images, args.out)  # name clashes fail before the model loads
+    served = load_served_model(args.model, args.tracking_uri)
+    outputs = predict_files(served, args.images, args.out, args.threshold)
+    print(f"{len(outputs)} mask(s) written to {args.out} (model input {served.image_size}px)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

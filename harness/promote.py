@@ -1,0 +1,92 @@
+"""`python -m harness.promote`: register a run's model and promote it if it beats the champion.
+
+    python -m harness.promote --study unet            # the study's best trial
+    python -m harness.promote --run-id 0123abcd...    # any evaluated training run
+    python -m harness.promote --run-id ... --force    # champion regardless of the scores
+
+The search does this itself at its end (unless `--no-promote`); this command is for doing it
+again, for a study searched with `--no-promote`, or for a plain `harness.train` run.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness.cli import run_main
+from harness.errors import HarnessError
+from harness.registry import DEFAULT_REGISTERED_MODEL, Promotion, promote_run
+from harness.studies import DEFAULT_STORAGE
+from harness.tracking import DEFAULT_TRACKING_URI, Tracker
+
+
+def best_run_id(study_name: str, storage: str) -> str:
+    """The MLflow run of the study's best completed trial."""
+    import optuna
+
+    from harness.objective import RUN_ID_ATTR
+
+    _check_sqlite_exists(storage)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        raise HarnessError(f"no study {study_name!r} in Optuna storage {storage}") from None
+    except Exception as error:  # bad URL, unreachable database, ...
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise HarnessError(f"cannot open Optuna storage {storage!r}: {reason}") from None
+    try:
+        best = study.best_trial
+    except (ValueError, RuntimeError):
+        raise HarnessError(f"study {study_name!r} has no completed trial") from None
+    run_id = best.user_attrs.get(RUN_ID_ATTR)
+    if not run_id:
+        raise HarnessError(
+            f"trial {best.number} of study {study_name!r} has no MLflow run ({RUN_ID_ATTR})"
+        )
+    return run_id
+
+
+def _check_sqlite_exists(storage: str) -> None:
+    # optuna.load_study would create an empty database file rather than say it is missing
+    prefix = "sqlite:///"
+    if storage.startswith(prefix):
+        path = storage[len(prefix) :]
+        if path and path != ":memory:" and not Path(path).exists():
+            raise HarnessError(f"no Optuna storage at {path} ({storage})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.promote",
+        description="Register a training run's model in the MLflow Model Registry as alias "
+        "'challenger'; it also becomes 'champion' if there is none yet or it is strictly "
+        "better on test mean IoU than the champion trained on the same data.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--study", help="promote this Optuna study's best trial")
+    source.add_argument("--run-id", help="promote this MLflow run (it needs a test_iou metric)")
+    parser.add_argument(
+        "--storage", default=DEFAULT_STORAGE, help="Optuna storage URL (with --study)"
+    )
+    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow tracking URI")
+    parser.add_argument(
+        "--registered-model", default=DEFAULT_REGISTERED_MODEL, help="MLflow registered model name"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="make it the champion whatever the comparison says"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    run_id = args.run_id or best_run_id(args.study, args.storage)
+    tracker = Tracker(args.tracking_uri)
+    promotion: Promotion = promote_run(tracker, run_id, args.registered_model, force=args.force)
+    alias = "champion" if promotion.promoted else "challenger"
+    print(f"load it with mlflow.pyfunc.load_model('models:/{args.registered_model}@{alias}')")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
