@@ -137,6 +137,7 @@ def promote_run(
     Raises HarnessError, with nothing registered, for an unknown run or one without a
     checkpoint, model params, `test_iou` or dataset fingerprint.
     """
+    check_model_name(model_name)
     client = tracker.client
     source = read_source(tracker, run_id)
     existing = _call(lambda: _version_of_run(client, model_name, run_id))
@@ -166,6 +167,14 @@ def promote_run(
     decision = replace(decision, version=str(version))
     _print(model_name, decision)
     return decision
+
+
+def check_model_name(model_name: str) -> None:
+    # "/" and ":" MLflow refuses; "@" would make models:/NAME@ALIAS ambiguous
+    if not model_name or any(c in model_name for c in "/:@"):
+        raise HarnessError(
+            f"invalid registered model name {model_name!r}: it cannot be empty or contain / : @"
+        )
 
 
 def read_source(tracker: Tracker, run_id: str) -> SourceRun:
