@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as tvf
 from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 from torchvision.io import ImageReadMode, decode_image, write_png
 from torchvision.transforms import InterpolationMode
 
@@ -57,9 +58,12 @@ def load_served_model(model_uri: str, tracking_uri: str = DEFAULT_TRACKING_URI) 
         if Path(model_uri).is_dir():
             model = mlflow.pyfunc.load_model(model_uri)
         else:
+            location = model_uri
+            if model_uri.startswith("models:/"):
+                location = resolve_models_uri(model_uri, MlflowClient(tracking_uri))
             with tempfile.TemporaryDirectory() as tmp:
                 local = mlflow.artifacts.download_artifacts(
-                    artifact_uri=model_uri,
+                    artifact_uri=location,
                     dst_path=tmp,
                     tracking_uri=tracking_uri,
                     registry_uri=tracking_uri,
@@ -70,6 +74,27 @@ def load_served_model(model_uri: str, tracking_uri: str = DEFAULT_TRACKING_URI) 
         reason = message.strip().splitlines()[0] if message.strip() else type(error).__name__
         raise HarnessError(f"cannot load model {model_uri}: {reason}") from None
     return ServedModel(model, model_image_size(model, model_uri))
+
+
+def resolve_models_uri(model_uri: str, client: MlflowClient) -> str:
+    """The artifact location of models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME/latest
+    or models:/MODEL_ID, looked up with `client`: MLflow's own resolution of models:/ URIs asks
+    the process-global registry URI, whatever tracking URI it is given."""
+    rest = model_uri[len("models:/") :].strip("/")
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias).version
+    elif "/" in rest:
+        name, version = rest.split("/", 1)
+        if version == "latest":
+            quoted = name.replace("'", "\\'")
+            found = client.search_model_versions(f"name = '{quoted}'")
+            if not found:
+                raise HarnessError(f"registered model {name!r} has no version")
+            version = max(found, key=lambda v: int(v.version)).version
+    else:
+        return client.get_logged_model(rest).artifact_location
+    return client.get_model_version_download_uri(name, str(version))
 
 
 def model_image_size(model: mlflow.pyfunc.PyFuncModel, model_uri: str) -> int:
@@ -133,12 +158,19 @@ def predict_files(
     """Write one mask PNG per image, each at its image's original size; returns their paths."""
     outputs = mask_paths(images, out_dir)
     decoded = [read_image(path) for path in images]  # all of them, before writing anything
-    batch = np.stack([to_model_input(image, served.image_size) for image in decoded])
-    probabilities = served.probabilities(batch)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for image, probs, output in zip(decoded, probabilities, outputs):
-        write_png(to_mask(probs, image.shape[1], image.shape[2], threshold), str(output))
+    write_masks(served, decoded, outputs, threshold)
     return outputs
+
+
+def write_masks(
+    served: ServedModel, images: list[torch.Tensor], outputs: list[Path], threshold: float
+) -> None:
+    batch = np.stack([to_model_input(image, served.image_size) for image in images])
+    probabilities = served.probabilities(batch)
+    for output in {path.parent for path in outputs}:
+        output.mkdir(parents=True, exist_ok=True)
+    for image, probs, output in zip(images, probabilities, outputs):
+        write_png(to_mask(probs, image.shape[1], image.shape[2], threshold), str(output))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,9 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     missing = [path for path in args.images if not path.is_file()]
     if missing:
         raise HarnessError(f"no such image file: {missing[0]}")
-    mask_paths(args.images, args.out)  # name clashes fail before the model loads
+    outputs = mask_paths(args.images, args.out)  # name clashes fail before any work
+    images = [read_image(path) for path in args.images]  # so do files that do not decode
     served = load_served_model(args.model, args.tracking_uri)
-    outputs = predict_files(served, args.images, args.out, args.threshold)
+    write_masks(served, images, outputs, args.threshold)
     print(f"{len(outputs)} mask(s) written to {args.out} (model input {served.image_size}px)")
     return 0
 

@@ -144,7 +144,7 @@ def promote_run(
     champion = _call(lambda: _champion(client, model_name))
     if existing is not None and champion is not None and champion.version == existing.version:
         decision = Promotion(
-            existing.version, True, "already the champion", source.score, source.score
+            str(existing.version), True, "already the champion", source.score, source.score
         )
         _print(model_name, decision)
         return decision
@@ -418,7 +418,9 @@ def _register(
                     raise
         version = client.create_model_version(
             model_name,
-            source=f"models:/{logged.model_id}",
+            # the artifact location, not models:/<model_id>: MLflow 3.17's SQL registry resolves
+            # the latter through the process-global tracking URI, not this client's
+            source=logged.artifact_location,
             run_id=source.run_id,
             tags=version_tags(source, decision, champion_version),
             description=description(source, decision),
