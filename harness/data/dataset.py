@@ -1,0 +1,247 @@
+"""The dataset as the rest of the harness sees it: `load_splits(spec)` -> train/val/test.
+
+A spec names a source (`synthetic[:N]`, `oxford-pet:PATH`, `folder:PATH`); loading it goes
+through the decode-once cache, then the samples are split with a fixed seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from harness.data import cache, sources, synthetic
+from harness.errors import DataError
+
+SPECIES = ("cat", "dog")
+DEFAULT_SPEC = "synthetic"
+DEFAULT_SYNTHETIC_COUNT = 1000
+VAL_FRACTION = 0.15
+TEST_FRACTION = 0.15  # only for sources without an official test split
+
+SourceKind = Literal["synthetic", "oxford-pet", "folder"]
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: arrays do not compare to one bool
+class SegmentationSet:
+    images: np.ndarray  # uint8, (N, H, W, 3), RGB, C-contiguous
+    masks: np.ndarray  # uint8, (N, H, W), 1 = pet, 0 = background
+    species: np.ndarray  # int8, (N,), 0 = cat, 1 = dog, -1 = unknown
+    names: tuple[str, ...]  # per-image id: file stem, or "synthetic-000042"
+
+    def __post_init__(self) -> None:
+        count = len(self.names)
+        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[3] != 3:
+            raise ValueError(
+                f"images must be uint8 (N, H, W, 3), got {self.images.dtype} {self.images.shape}"
+            )
+        if self.masks.dtype != np.uint8 or self.masks.shape != self.images.shape[:3]:
+            raise ValueError(
+                f"masks must be uint8 {self.images.shape[:3]}, got {self.masks.dtype} {self.masks.shape}"
+            )
+        if self.species.shape != (count,) or len(self.images) != count:
+            raise ValueError(
+                f"{count} names but {len(self.images)} images and {self.species.shape} species"
+            )
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def subset(self, indices) -> SegmentationSet:
+        """The samples at indices (a sequence of ints or a boolean mask), copied."""
+        index = np.asarray(indices)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        index = index.astype(np.intp, copy=False)
+        # np.asarray drops the memmap subclass of cached arrays; indexing copies into memory.
+        return SegmentationSet(
+            images=np.asarray(self.images)[index],
+            masks=np.asarray(self.masks)[index],
+            species=np.asarray(self.species)[index],
+            names=tuple(self.names[i] for i in index.tolist()),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Splits:
+    train: SegmentationSet
+    val: SegmentationSet
+    test: SegmentationSet
+    spec: str  # normalised: "synthetic:1000", "oxford-pet:/abs/path", "folder:/abs/path"
+    image_size: int
+    fingerprint: str  # 16 hex chars: same source content, image size and split
+    from_cache: bool  # True when the decoded arrays came from the on-disk cache
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    kind: SourceKind
+    path: Path | None = None  # oxford-pet and folder
+    count: int | None = None  # synthetic
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.count if self.kind == 'synthetic' else self.path}"
+
+
+_SPEC_HELP = "expected synthetic, synthetic:N, oxford-pet:PATH or folder:PATH"
+
+
+def parse_spec(spec: str) -> DataSpec:
+    """Parse a --data value; paths become absolute so the spec names one dataset anywhere."""
+    kind, _, rest = spec.strip().partition(":")
+    if kind == "synthetic":
+        if not rest:
+            return DataSpec("synthetic", count=DEFAULT_SYNTHETIC_COUNT)
+        try:
+            count = int(rest)
+        except ValueError:
+            raise DataError(
+                f"bad data spec {spec!r}: N in synthetic:N must be a whole number"
+            ) from None
+        if count < 3:
+            raise DataError(f"bad data spec {spec!r}: synthetic needs at least 3 images to split")
+        return DataSpec("synthetic", count=count)
+    if kind in ("oxford-pet", "folder"):
+        if not rest:
+            raise DataError(f"bad data spec {spec!r}: {kind} needs a path, as in {kind}:PATH")
+        return DataSpec(kind, path=Path(rest).expanduser().resolve())
+    raise DataError(f"bad data spec {spec!r}: {_SPEC_HELP}")
+
+
+def check_image_size(image_size: int) -> None:
+    # Multiples of 16 survive the four 2x poolings of the deepest UNet the search tries.
+    if isinstance(image_size, bool) or not isinstance(image_size, int):
+        raise DataError(f"image size must be a whole number, got {image_size!r}")
+    if image_size < 16 or image_size % 16:
+        raise DataError(f"image size must be a multiple of 16 and at least 16, got {image_size}")
+
+
+def split_indices(
+    count: int, seed: int, official_test: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted (train, val, test) indices; an official test split is kept as it is."""
+    rng = np.random.default_rng(seed)
+    if official_test is None:
+        order = rng.permutation(count)
+        n_test = max(1, round(TEST_FRACTION * count))
+        n_val = max(1, round(VAL_FRACTION * count))
+        test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+    else:
+        test = np.flatnonzero(official_test)
+        trainval = rng.permutation(np.flatnonzero(~official_test))
+        n_val = max(1, round(VAL_FRACTION * len(trainval)))
+        val, train = trainval[:n_val], trainval[n_val:]
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+Build = Callable[[], tuple[dict[str, np.ndarray], dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What to load: enough to split and to find the cache entry without decoding."""
+
+    where: str  # named in error messages
+    count: int
+    official_test: np.ndarray | None
+    cache_key: dict[str, Any]
+    build: Build
+
+
+def _synthetic_plan(source: DataSpec, image_size: int) -> _Plan:
+    count = source.count
+    assert count is not None
+    key = {
+        "kind": "synthetic",
+        "generator": synthetic.GENERATOR_VERSION,
+        "seed": synthetic.DEFAULT_SEED,
+        "count": count,
+        "image_size": image_size,
+    }
+    # The generator's parameters are its content: the same numbers give the same pictures.
+    content_id = _digest({k: v for k, v in key.items() if k != "image_size"})
+
+    def build() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        images, masks, species = synthetic.generate(count, image_size, synthetic.DEFAULT_SEED)
+        names = [f"synthetic-{i:06d}" for i in range(count)]
+        arrays = {"images": images, "masks": masks, "species": species}
+        return arrays, {"names": names, "content_id": content_id}
+
+    return _Plan(str(source), count, None, key, build)
+
+
+def _files_plan(source: DataSpec, image_size: int) -> _Plan:
+    assert source.path is not None
+    if source.kind == "oxford-pet":
+        catalog = sources.oxford_catalog(source.path)
+    else:
+        catalog = sources.folder_catalog(source.path)
+    key = {
+        "kind": source.kind,
+        "path": str(source.path),
+        "image_size": image_size,
+        "files": _digest(catalog.stamp()),
+    }
+
+    def build() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        decoded = sources.decode(catalog, image_size)
+        arrays = {"images": decoded.images, "masks": decoded.masks, "species": catalog.species}
+        return arrays, {"names": list(catalog.names), "content_id": decoded.content_id}
+
+    return _Plan(str(source.path), len(catalog), catalog.official_test, key, build)
+
+
+def load_splits(
+    spec: str = DEFAULT_SPEC,
+    image_size: int = 64,
+    *,
+    split_seed: int = 0,
+    cache_dir: Path | None = None,
+) -> Splits:
+    """Load a dataset (decoding at most once per cache) and split it train/val/test.
+
+    Raises DataError, with one line naming the file or folder, for anything the user can fix.
+    """
+    check_image_size(image_size)
+    source = parse_spec(spec)
+    plan = (
+        _synthetic_plan(source, image_size)
+        if source.kind == "synthetic"
+        else _files_plan(source, image_size)
+    )
+    # Split before decoding, so that a dataset too small to split fails before it is cached.
+    parts = split_indices(plan.count, split_seed, plan.official_test)
+    for name, indices in zip(("train", "val", "test"), parts, strict=True):
+        if len(indices) == 0:
+            raise DataError(f"{plan.where}: {plan.count} images are too few for a {name} split")
+
+    cache_dir = Path(cache_dir) if cache_dir is not None else cache.default_cache_dir()
+    entry, from_cache = cache.load_or_build(cache_dir, plan.cache_key, plan.build)
+    full = SegmentationSet(
+        images=entry.arrays["images"],
+        masks=entry.arrays["masks"],
+        species=entry.arrays["species"],
+        names=tuple(entry.meta["names"]),
+    )
+    train, val, test = (full.subset(indices) for indices in parts)
+    fingerprint = _digest(
+        [entry.meta["content_id"], image_size, list(train.names), list(val.names), list(test.names)]
+    )[:16]
+    return Splits(
+        train=train,
+        val=val,
+        test=test,
+        spec=str(source),
+        image_size=image_size,
+        fingerprint=fingerprint,
+        from_cache=from_cache,
+    )
