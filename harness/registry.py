@@ -75,6 +75,7 @@ LOGGED_MODEL_NAME = "unet"
 # dynamic batch dimension.
 EXAMPLE_BATCH = 2
 SCORE_METRIC = final_metric("test", "iou")  # test_iou
+MLMODEL_FILE = "MLmodel"
 
 
 class VersionTag:
@@ -278,6 +279,11 @@ def save_pyfunc_model(unet: UNet, source: SourceRun, path: Path) -> None:
     except Exception as error:  # torch.export failures are many types
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise HarnessError(f"run {source.run_id}: cannot export the model: {reason}") from None
+    # The graph was exported on the CPU and an exported graph cannot move; without this, pyfunc
+    # would load it on "cuda" wherever CUDA is available, and fail.
+    mlmodel = Model.load(str(path))
+    mlmodel.flavors[mlflow.pyfunc.FLAVOR_NAME][mlflow.pyfunc.MODEL_CONFIG] = {"device": "cpu"}
+    mlmodel.save(str(path / MLMODEL_FILE))
 
 
 def decide(source: SourceRun, champion, force: bool) -> Promotion:
@@ -400,7 +406,7 @@ def _register(
         mlmodel.model_id = mlmodel.model_uuid = logged.model_id
         mlmodel.run_id = source.run_id
         mlmodel.artifact_path = logged.artifact_location
-        mlmodel.save(str(model_dir / "MLmodel"))
+        mlmodel.save(str(model_dir / MLMODEL_FILE))
         client.log_model_artifacts(logged.model_id, str(model_dir))
         client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
         client.log_outputs(source.run_id, [LoggedModelOutput(logged.model_id, step=0)])

@@ -203,6 +203,8 @@ def test_champion_serves_pet_probabilities_through_pyfunc(
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
 
     assert model.metadata.metadata["image_size"] == 32
+    # exported on the CPU, where it stays even on a CUDA machine (an exported graph cannot move)
+    assert model.model_config == {"device": "cpu"}
     assert model.metadata.get_input_schema().inputs[0].shape == (-1, 3, 32, 32)
     images = np.asarray(splits.test.images[:5], np.float32).transpose(0, 3, 1, 2) / 255
     probabilities = model.predict(images)
