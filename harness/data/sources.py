@@ -196,14 +196,14 @@ def _read(path: Path) -> tuple[torch.Tensor, str]:
         data = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not data:
+        raise DataError(f"{path}: empty file")
     # hashlib releases the GIL on large buffers, so this runs in parallel with other decodes.
     digest = hashlib.sha1(data).hexdigest()
     return torch.frombuffer(bytearray(data), dtype=torch.uint8), digest
 
 
 def _decode(data: torch.Tensor, path: Path, mode: ImageReadMode) -> torch.Tensor:
-    if data.numel() == 0:
-        raise DataError(f"{path}: empty file")
     try:
         return decode_image(data, mode=mode)
     except RuntimeError:
