@@ -18,7 +18,9 @@ import numpy as np
 def build_augmentation(aug_p: float, seed: int) -> albumentations.Compose | None:
     """The augmentation pipeline, or None when aug_p == 0 (nothing to do, skip the work).
 
-    Seeded: two pipelines built with the same seed produce the same sequence of batches.
+    Each transform fires independently with probability aug_p (so at aug_p = 1 every image
+    is mirrored, and the random part is the affine and colour parameters). Seeded: two
+    pipelines built with the same seed produce the same sequence of batches.
     """
     if not (isinstance(aug_p, int | float) and math.isfinite(aug_p) and 0.0 <= aug_p <= 1.0):
         raise ValueError(f"aug_p must be a probability in [0, 1], got {aug_p!r}")

@@ -250,6 +250,25 @@ def test_fingerprint_depends_on_content_not_location(folder, tmp_path):
     assert c.fingerprint != a.fingerprint
 
 
+def test_unwritable_cache_only_warns(folder, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.warns(UserWarning, match="could not write data cache"):
+        splits = load_splits(f"folder:{folder}", 32, cache_dir=blocker)
+    assert not splits.from_cache and len(splits.train) == 6
+
+
+def test_damaged_cache_entry_is_rebuilt(folder, cache_dir):
+    first = load_splits(f"folder:{folder}", 32, cache_dir=cache_dir)
+    (entry,) = cache_dir.iterdir()
+    (entry / "images.npy").write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="damaged"):
+        again = load_splits(f"folder:{folder}", 32, cache_dir=cache_dir)
+    assert not again.from_cache
+    assert np.array_equal(again.train.images, first.train.images)
+    assert load_splits(f"folder:{folder}", 32, cache_dir=cache_dir).from_cache
+
+
 def test_cache_dir_defaults_to_environment(folder, tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "env-cache"))
     load_splits(f"folder:{folder}", 32)

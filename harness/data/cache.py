@@ -53,10 +53,10 @@ def entry_path(cache_dir: Path, key: dict[str, Any]) -> Path:
 def load(cache_dir: Path, key: dict[str, Any]) -> Entry | None:
     """The entry stored under key, or None on a miss."""
     path = entry_path(cache_dir, key)
+    if not (path / "meta.json").is_file():
+        return None
     try:
         meta = json.loads((path / "meta.json").read_text())
-    except FileNotFoundError:
-        return None
     except (OSError, ValueError):
         return _discard(path)
     if meta.get("key") != key or meta.get("format") != FORMAT_VERSION:
@@ -93,12 +93,14 @@ def store(cache_dir: Path, key: dict[str, Any], arrays: dict[str, np.ndarray], m
         os.rename(tmp, final)
         return True
     except OSError as exc:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
         if (final / "meta.json").exists():
             return True  # another process stored the same entry first
         warnings.warn(f"could not write data cache {final}: {exc}", stacklevel=2)
         return False
+    finally:
+        # Whatever happened (full disk, Ctrl-C), leave no half-written entry behind.
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_or_build(

@@ -58,15 +58,20 @@ class Catalog:
 
     root: Path
     names: tuple[str, ...]
-    image_files: tuple[Path, ...]
-    mask_files: tuple[Path, ...]
+    # Files as paths relative to root, in plain strings: the full Oxford set has 15,000
+    # files, and building a pathlib.Path for each would cost more than the warm load itself.
+    image_files: tuple[str, ...]
+    mask_files: tuple[str, ...]
     mask_kind: MaskKind
     species: np.ndarray  # int8 per sample: 0 cat, 1 dog, -1 unknown
     official_test: np.ndarray | None  # bool per sample, or None when the source has no split
-    list_files: tuple[Path, ...] = ()  # annotation files whose content is part of the data
+    list_files: tuple[str, ...] = ()  # annotation files whose content is part of the data
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
 
     def stamp(self) -> list[tuple[str, int, int]]:
         """(relative name, size, mtime) of every file the dataset is made of.
@@ -75,12 +80,15 @@ class Catalog:
         removed or modified changes it: that is what keys the decode cache.
         """
         stamp = []
-        for path in (*self.list_files, *self.image_files, *self.mask_files):
+        root = str(self.root)
+        for relative in (*self.list_files, *self.image_files, *self.mask_files):
             try:
-                st = path.stat()
+                st = os.stat(os.path.join(root, relative))
             except OSError as exc:
-                raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-            stamp.append((path.relative_to(self.root).as_posix(), st.st_size, st.st_mtime_ns))
+                raise DataError(
+                    f"{self.path(relative)}: cannot read ({exc.strerror or exc})"
+                ) from None
+            stamp.append((relative, st.st_size, st.st_mtime_ns))
         return stamp
 
 
@@ -125,24 +133,24 @@ def oxford_catalog(root: Path) -> Catalog:
     species: list[int] = []
     is_test: list[bool] = []
     seen: dict[str, Path] = {}
-    list_files = tuple(annotations / name for name in OXFORD_SPLIT_FILES)
-    for list_file in list_files:
+    for list_name in OXFORD_SPLIT_FILES:
+        list_file = annotations / list_name
         for name, kind in _parse_oxford_list(list_file):
             if name in seen:
                 raise DataError(f"{list_file}: image {name} is listed twice (also in {seen[name]})")
             seen[name] = list_file
             names.append(name)
             species.append(kind)
-            is_test.append(list_file.name == "test.txt")
+            is_test.append(list_name == "test.txt")
     return Catalog(
         root=root,
         names=tuple(names),
-        image_files=tuple(root / "images" / f"{name}.jpg" for name in names),
-        mask_files=tuple(annotations / "trimaps" / f"{name}.png" for name in names),
+        image_files=tuple(f"images/{name}.jpg" for name in names),
+        mask_files=tuple(f"annotations/trimaps/{name}.png" for name in names),
         mask_kind="trimap",
         species=np.asarray(species, dtype=np.int8),
         official_test=np.asarray(is_test, dtype=bool),
-        list_files=list_files,
+        list_files=tuple(f"annotations/{name}" for name in OXFORD_SPLIT_FILES),
     )
 
 
@@ -176,8 +184,8 @@ def folder_catalog(root: Path) -> Catalog:
     return Catalog(
         root=root,
         names=names,
-        image_files=tuple(images[name] for name in names),
-        mask_files=tuple(masks[name] for name in names),
+        image_files=tuple(f"images/{images[name].name}" for name in names),
+        mask_files=tuple(f"masks/{masks[name].name}" for name in names),
         mask_kind="binary",
         species=np.full(len(names), -1, dtype=np.int8),
         official_test=None,
@@ -238,7 +246,8 @@ def decode(catalog: Catalog, image_size: int, workers: int | None = None) -> Dec
     masks = np.empty((count, image_size, image_size), dtype=np.uint8)
 
     def load(index: int) -> tuple[str, str]:
-        image_path, mask_path = catalog.image_files[index], catalog.mask_files[index]
+        image_path = catalog.path(catalog.image_files[index])
+        mask_path = catalog.path(catalog.mask_files[index])
         image_bytes, image_digest = _read(image_path)
         mask_bytes, mask_digest = _read(mask_path)
         image = _decode(image_bytes, image_path, ImageReadMode.RGB)
