@@ -32,7 +32,7 @@ from torchvision.transforms import InterpolationMode
 from harness.cli import probability, run_main
 from harness.errors import HarnessError
 from harness.registry import CHAMPION, DEFAULT_REGISTERED_MODEL
-from harness.tracking import DEFAULT_TRACKING_URI
+from harness.tracking import DEFAULT_TRACKING_URI, Param
 
 BATCH_SIZE = 32
 PET, BACKGROUND = 255, 0
@@ -98,7 +98,7 @@ def resolve_models_uri(model_uri: str, client: MlflowClient) -> str:
 
 
 def model_image_size(model: mlflow.pyfunc.PyFuncModel, model_uri: str) -> int:
-    size = (model.metadata.metadata or {}).get("image_size")
+    size = (model.metadata.metadata or {}).get(Param.IMAGE_SIZE)
     if size is None and model.metadata.signature is not None:
         inputs = model.metadata.signature.inputs
         if inputs is not None and inputs.is_tensor_spec() and len(inputs.inputs) == 1:

@@ -181,8 +181,10 @@ def check_model_name(model_name: str) -> None:
 def read_source(tracker: Tracker, run_id: str) -> SourceRun:
     try:
         run = tracker.client.get_run(run_id)
-    except MlflowException:
-        raise HarnessError(f"no MLflow run {run_id!r} in {tracker.tracking_uri}") from None
+    except MlflowException as error:
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise HarnessError(f"no MLflow run {run_id!r} in {tracker.tracking_uri}") from None
+        raise HarnessError(f"MLflow tracking: {_first_line(error)}") from None
     params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
     missing = [p for p in (Param.DEPTH, Param.BASE_CHANNELS, Param.IMAGE_SIZE) if p not in params]
     if missing:
@@ -201,7 +203,7 @@ def read_source(tracker: Tracker, run_id: str) -> SourceRun:
         )
     except ValueError:
         raise HarnessError(f"run {run_id} has non-integer model params") from None
-    names = {a.path for a in tracker.client.list_artifacts(run_id, CHECKPOINT_DIR)}
+    names = {a.path for a in _call(lambda: tracker.client.list_artifacts(run_id, CHECKPOINT_DIR))}
     if f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}" not in names:
         raise HarnessError(f"run {run_id} has no checkpoint ({CHECKPOINT_DIR}/{CHECKPOINT_FILE})")
     score = metrics[SCORE_METRIC]
@@ -268,7 +270,7 @@ def save_pyfunc_model(unet: UNet, source: SourceRun, path: Path) -> None:
                 f"numpy=={np.__version__}",
             ],
             metadata={
-                "image_size": source.image_size,
+                Param.IMAGE_SIZE: source.image_size,
                 "output": "pet probability per pixel, float32 (N, 1, S, S) in [0, 1]",
                 Param.DEPTH: source.depth,
                 Param.BASE_CHANNELS: source.base_channels,
