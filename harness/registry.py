@@ -16,8 +16,8 @@ serialization_format="pt2")`.
   `MLFLOW_ALLOW_PICKLE_DESERIALIZATION` is set).
 * "pt2" stores a traced graph plus raw tensors. Before `torch.export.load`, MLflow 3.17's
   loader (`mlflow.pytorch._validate_pt2_archive_is_pickle_free`) checks every record of the
-  archive: raw tensor bytes, JSON/text metadata, or accepted by `torch.load(weights_only=True)`
-  - anything else is refused. So `mlflow.pyfunc.load_model` / `mlflow.pytorch.load_model`
+  archive: raw tensor bytes, JSON/text metadata, or accepted by `torch.load(weights_only=True)`;
+  anything else is refused. So `mlflow.pyfunc.load_model` / `mlflow.pytorch.load_model`
   never unpickle arbitrary objects, and the source checkpoint (a plain state dict) is read
   with `weights_only=True` too.
 * A "models from code" pyfunc (a Python file that rebuilds the UNet from a state dict) would
@@ -230,8 +230,10 @@ def load_source_model(tracker: Tracker, source: SourceRun) -> UNet:
     except ValueError as error:
         raise HarnessError(f"run {source.run_id}: {error}") from None
     with tempfile.TemporaryDirectory() as tmp:
-        path = tracker.client.download_artifacts(
-            source.run_id, f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}", tmp
+        path = _call(
+            lambda: tracker.client.download_artifacts(
+                source.run_id, f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}", tmp
+            )
         )
         try:
             model.load_state_dict(load_checkpoint(path))
