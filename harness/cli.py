@@ -8,6 +8,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable
 
 from harness.errors import HarnessError
@@ -18,8 +19,13 @@ EXIT_INTERRUPTED = 130
 
 def quiet_libraries() -> None:
     # MLflow's store set-up logs its schema migrations on stderr; users asked for none of that.
-    for name in ("alembic", "mlflow", "optuna"):
+    for name in ("alembic", "mlflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Optuna warns with a traceback for every failed trial; the objective prints one line.
+    logging.getLogger("optuna").setLevel(logging.ERROR)
+    # heartbeats and the matplotlib plots are flagged experimental; we pin the version we test
+    warnings.filterwarnings("ignore", message=r".*is experimental.*")
+    warnings.filterwarnings("ignore", message=r".*experimental feature.*")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 

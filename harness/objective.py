@@ -5,15 +5,18 @@ study's parent run, the trainer fits with two per-epoch hooks (MLflow metrics, O
 pruning), and the run is closed with the trial's state as a tag.
 """
 
+import sys
 from dataclasses import dataclass
 
 import optuna
-import torch
 from mlflow.entities import RunStatus
+from tqdm import tqdm
 
 from harness.data import Splits
+from harness.devices import device_for_trial
 from harness.runs import train_tracked
 from harness.spaces import SearchSpace
+from harness.studies import is_surplus
 from harness.tracking import Tag, Tracker, epoch_metrics
 from harness.trainer import FitResult
 
@@ -37,6 +40,10 @@ def pruned_reason(epoch: int) -> str:
     return f"pruned at epoch {epoch}"
 
 
+class SurplusTrialError(Exception):
+    """Other workers already run or finished the study's target number of trials."""
+
+
 @dataclass
 class Objective:
     space: SearchSpace
@@ -47,9 +54,16 @@ class Objective:
     study_name: str
     max_epochs: int
     seed: int
-    device: torch.device
+    device: str  # "auto", "cpu", "cuda" or "cuda:N"; see devices.device_for_trial
+    target_trials: int | None = None  # stop at this many finished trials across all workers
 
     def __call__(self, trial: optuna.Trial) -> float:
+        if self.target_trials is not None and is_surplus(
+            trial.study, trial.number, self.target_trials
+        ):
+            trial.set_user_attr(FAIL_REASON_ATTR, "surplus: the study already has its trials")
+            trial.study.stop()
+            raise SurplusTrialError(f"study has {self.target_trials} trials")
         config = self.space.suggest(
             trial, seed=self.seed + trial.number, max_epochs=self.max_epochs
         )
@@ -72,8 +86,9 @@ class Objective:
                 raise optuna.TrialPruned(pruned_reason(result.epoch))
 
         try:
+            device = device_for_trial(self.device, trial.number)
             fit = train_tracked(
-                self.tracker, run_id, config, self.splits, self.device, hooks=[report_to_optuna]
+                self.tracker, run_id, config, self.splits, device, hooks=[report_to_optuna]
             )
         except optuna.TrialPruned as pruned:
             self._end(trial, run_id, PRUNED, FINISHED, {Tag.STOP_REASON: str(pruned)})
@@ -86,6 +101,7 @@ class Objective:
             reason = f"{type(error).__name__}: {error}"
             self._end(trial, run_id, FAIL, FAILED, {Tag.FAIL_REASON: reason})
             trial.set_user_attr(FAIL_REASON_ATTR, reason)
+            tqdm.write(f"trial {trial.number} failed: {reason}", file=sys.stderr)
             raise
         value = trial_value(fit, metric)
         trial.set_user_attr(STOP_REASON_ATTR, fit.stop_reason)

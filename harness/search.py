@@ -4,6 +4,7 @@ Re-running the same command resumes the study and runs only the trials that are 
 """
 
 import argparse
+import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -15,17 +16,21 @@ from mlflow.entities import RunStatus
 
 from harness.cli import positive_int, run_main
 from harness.data import DEFAULT_SPEC, load_splits
+from harness.devices import resolve_device
 from harness.errors import HarnessError
-from harness.objective import RUN_ID_ATTR, Objective
+from harness.objective import FAIL, FAILED, FINISHED, KILLED, RUN_ID_ATTR, Objective
+from harness.registry import DEFAULT_REGISTERED_MODEL, promote_run
 from harness.runs import log_evaluation
 from harness.spaces import DEFAULT_SPACE, PRUNERS, load_space
 from harness.studies import (
+    DEFAULT_HEARTBEAT_S,
     DEFAULT_STORAGE,
     FINISHED_STATES,
     PARENT_RUN_ATTR,
     finished_trials,
     make_pruner,
     make_sampler,
+    make_storage,
     open_study,
 )
 from harness.study_summary import log_study_summary, top_trials_table
@@ -39,7 +44,7 @@ from harness.tracking import (
     load_checkpoint,
     split_metrics,
 )
-from harness.trainer import build_model, resolve_device
+from harness.trainer import build_model
 
 EVALUATED_TRIAL_TAG = "harness.evaluated_trial"
 
@@ -59,8 +64,9 @@ class SearchOptions:
     n_jobs: int = 1
     timeout: float | None = None
     device: str = "auto"
+    heartbeat_s: int = DEFAULT_HEARTBEAT_S
     cache_dir: str | None = None
-    registered_model: str = "harness-unet"
+    registered_model: str = DEFAULT_REGISTERED_MODEL
     promote: bool = True
     progress_bar: bool = True
 
@@ -80,9 +86,12 @@ def run_search(options: SearchOptions) -> SearchResult:
     max_epochs = options.max_epochs or settings.max_epochs
     pruner_name = options.pruner or settings.pruner
     study_name = options.study or space.name
-    device = resolve_device(options.device)
+    resolve_device(options.device)  # fail now on a device that is not there
     check_reachable(options.tracking_uri)
     splits = load_splits(options.data, image_size, cache_dir=options.cache_dir)
+    if options.n_jobs > 1:
+        # trials run in threads: share the cores out instead of oversubscribing them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // options.n_jobs))
 
     identity = {
         "space": space.name,
@@ -91,15 +100,21 @@ def run_search(options: SearchOptions) -> SearchResult:
         "image_size": image_size,
         "max_epochs": max_epochs,
     }
+    tracker = Tracker(options.tracking_uri)
+    storage = make_storage(
+        options.storage,
+        options.heartbeat_s,
+        on_dead_trial=lambda trial: close_dead_run(tracker, trial),
+    )
     study = open_study(
         study_name,
-        options.storage,
+        storage,
         settings,
         identity,
         sampler=make_sampler(settings, options.seed),
         pruner=make_pruner(pruner_name, settings, max_epochs),
     )
-    tracker = Tracker(options.tracking_uri)
+    optuna.storages.fail_stale_trials(study)  # trials of killed workers: fail and retry them
     experiment_id = tracker.experiment_id(study_name)
     parent_run_id = parent_run(tracker, experiment_id, study, identity)
     print(f"study {study_name!r}: {finished_trials(study)} of {options.trials} trials finished")
@@ -116,10 +131,11 @@ def run_search(options: SearchOptions) -> SearchResult:
         study_name,
         max_epochs,
         options.seed,
-        device,
+        options.device,
+        target_trials=options.trials,
     )
-    with tracker.run_status(parent_run_id):
-        missing = options.trials - finished_trials(study)
+    missing = options.trials - finished_trials(study)
+    try:
         if missing > 0:
             study.optimize(
                 objective,
@@ -130,32 +146,66 @@ def run_search(options: SearchOptions) -> SearchResult:
                 callbacks=[optuna.study.MaxTrialsCallback(options.trials, states=FINISHED_STATES)],
                 show_progress_bar=options.progress_bar,
             )
-        log_study_summary(tracker, parent_run_id, study, settings.metric)
         best = best_trial(study)
-        if best is not None:
-            evaluate_best(tracker, parent_run_id, best, splits, device)
+        # With several workers on one study, the last one to finish sums it up.
+        last_worker = not others_still_running(study)
+        if last_worker:
+            log_study_summary(tracker, parent_run_id, study, settings.metric)
+            if best is not None:
+                evaluate_best(tracker, parent_run_id, best, splits, resolve_device(options.device))
+            tracker.end_run(parent_run_id, FINISHED)
+    except KeyboardInterrupt:
+        tracker.end_run(parent_run_id, KILLED)
+        raise
+    except BaseException:
+        tracker.end_run(parent_run_id, FAILED)
+        raise
     print_outcome(study, settings.metric, tracker, experiment_id)
     if best is None:
         raise HarnessError(
             f"no trial of study {study_name!r} completed; see the fail reasons in MLflow"
         )
+    if options.promote and last_worker:
+        promote_run(tracker, best.user_attrs[RUN_ID_ATTR], options.registered_model)
     return SearchResult(study, experiment_id, parent_run_id, best)
 
 
 def parent_run(tracker: Tracker, experiment_id: str, study: optuna.Study, identity: dict) -> str:
-    """The study's one parent run: found again through the study on resume, not duplicated."""
+    """The study's one parent run: found again through the study on resume, not duplicated.
+
+    Workers starting together may each create one; all of them then keep the oldest and the
+    others delete their own, so every worker ends up on the same run.
+    """
     run_id = study.user_attrs.get(PARENT_RUN_ATTR)
-    if run_id is not None:
-        tracker.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-        return run_id
-    run_id = tracker.start_run(
-        experiment_id, study.study_name, tags={Tag.ROLE: "study", Tag.STUDY: study.study_name}
-    )
-    tracker.log(
-        run_id, params=identity, tags={Tag.DATASET_FINGERPRINT: identity["dataset_fingerprint"]}
-    )
-    study.set_user_attr(PARENT_RUN_ATTR, run_id)
+    if run_id is None:
+        mine = tracker.start_run(
+            experiment_id, study.study_name, tags={Tag.ROLE: "study", Tag.STUDY: study.study_name}
+        )
+        candidates = tracker.client.search_runs(
+            [experiment_id], filter_string=f"tags.`{Tag.ROLE}` = 'study'"
+        )
+        run_id = min(candidates, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id
+        if run_id != mine:
+            tracker.client.delete_run(mine)
+        else:
+            tags = {Tag.DATASET_FINGERPRINT: identity["dataset_fingerprint"]}
+            tracker.log(run_id, params=identity, tags=tags)
+            study.set_user_attr(PARENT_RUN_ATTR, run_id)
+    tracker.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
     return run_id
+
+
+def close_dead_run(tracker: Tracker, trial: optuna.trial.FrozenTrial) -> None:
+    """A killed worker's trial: its MLflow run must not stay RUNNING (mlflow#5963)."""
+    run_id = trial.user_attrs.get(RUN_ID_ATTR)
+    if run_id is None:
+        return
+    tracker.log(run_id, tags={Tag.TRIAL_STATE: FAIL, Tag.FAIL_REASON: "worker died (no heartbeat)"})
+    tracker.end_run(run_id, FAILED)
+
+
+def others_still_running(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
@@ -174,8 +224,6 @@ def evaluate_best(tracker: Tracker, parent_run_id: str, best, splits, device: to
     model = load_trial_model(tracker, run_id, device)
     scores = log_evaluation(tracker, run_id, model, splits, device)
     tracker.log(parent_run_id, split_metrics(scores), tags={EVALUATED_TRIAL_TAG: best.number})
-    # until the registry promotes it, the parent run keeps the best weights
-    tracker.log_checkpoint(parent_run_id, model)
     print(f"best trial {best.number} on the whole splits:")
     print(f"{'split':<6} {'accuracy':>9} {'mean IoU':>9} {'pet IoU':>8}")
     for split, s in scores.items():
@@ -261,7 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="stop starting new trials after this many seconds",
     )
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--device",
+        default=defaults.device,
+        help="auto, cpu, cuda or cuda:N; with several GPUs, auto spreads concurrent trials round-robin",
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=positive_int,
+        default=defaults.heartbeat_s,
+        help="seconds between a trial's heartbeats; a trial silent for 4 heartbeats is failed and retried",
+    )
     parser.add_argument(
         "--cache-dir",
         default=None,
@@ -295,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         n_jobs=args.n_jobs,
         timeout=args.timeout,
         device=args.device,
+        heartbeat_s=args.heartbeat,
         cache_dir=args.cache_dir,
         registered_model=args.registered_model,
         promote=not args.no_promote,

@@ -1,12 +1,21 @@
 """The Optuna side of a search: storage, sampler, pruner, and opening a study to resume it."""
 
+from collections.abc import Callable
+
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from harness.errors import HarnessError
+from harness.locks import creation_lock
 from harness.spaces import StudySettings
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
+DEFAULT_HEARTBEAT_S = 30
+# A trial whose worker has been silent this many heartbeats is dead: fail it and retry it.
+GRACE_HEARTBEATS = 4
+MAX_RETRIES = 2
+# SQLite serialises writers; waiting for the lock beats failing a trial on "database is locked".
+SQLITE_BUSY_TIMEOUT_S = 60
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 # Study user attributes that must not change when a study is resumed: trials trained on other
@@ -25,7 +34,8 @@ def make_pruner(name: str, settings: StudySettings, max_epochs: int) -> optuna.p
     if name == "median":
         return optuna.pruners.MedianPruner(
             n_startup_trials=settings.pruner_startup_trials,
-            n_warmup_steps=settings.pruner_warmup_epochs,
+            # steps are 1-based epochs; Optuna prunes from step n_warmup_steps on
+            n_warmup_steps=settings.pruner_warmup_epochs + 1,
         )
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs)
@@ -36,29 +46,56 @@ def make_pruner(name: str, settings: StudySettings, max_epochs: int) -> optuna.p
     raise HarnessError(f"unknown pruner {name!r}: use median, hyperband, asha or none")
 
 
+def make_storage(
+    url: str,
+    heartbeat_s: int = DEFAULT_HEARTBEAT_S,
+    on_dead_trial: Callable[[FrozenTrial], None] | None = None,
+) -> optuna.storages.BaseStorage:
+    """An RDB storage with heartbeats: a killed worker's trial is failed, `on_dead_trial` is told
+    (to close its MLflow run) and the trial is retried with the same parameters."""
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+
+    def dead_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        if on_dead_trial is not None:
+            on_dead_trial(trial)
+        retry(study, trial)
+
+    engine_kwargs = (
+        {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}} if url.startswith("sqlite") else {}
+    )
+    try:
+        with creation_lock(url):
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_s,
+                grace_period=GRACE_HEARTBEATS * heartbeat_s,
+                failed_trial_callback=dead_trial,
+            )
+    except (ValueError, ImportError) as error:
+        raise HarnessError(f"cannot use Optuna storage {url!r}: {error}") from None
+    except Exception as error:  # SQLAlchemy's OperationalError and friends
+        reason = str(error).strip().splitlines()[0]
+        raise HarnessError(f"cannot open Optuna storage {url!r}: {reason}") from None
+
+
 def open_study(
     name: str,
-    storage: str,
+    storage: optuna.storages.BaseStorage,
     settings: StudySettings,
     identity: dict[str, object],
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner,
 ) -> optuna.Study:
     """Create the study, or load it to resume; refuse to resume it on other data or settings."""
-    try:
-        study = optuna.create_study(
-            study_name=name,
-            storage=storage,
-            sampler=sampler,
-            pruner=pruner,
-            direction=settings.direction,
-            load_if_exists=True,
-        )
-    except (ValueError, ImportError) as error:
-        raise HarnessError(f"cannot use Optuna storage {storage!r}: {error}") from None
-    except Exception as error:  # SQLAlchemy's OperationalError and friends
-        reason = str(error).splitlines()[0]
-        raise HarnessError(f"cannot open Optuna storage {storage!r}: {reason}") from None
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        sampler=sampler,
+        pruner=pruner,
+        direction=settings.direction,
+        load_if_exists=True,
+    )
     if study.direction.name.lower() != settings.direction:
         raise HarnessError(f"study {name!r} exists with direction {study.direction.name.lower()}")
     stored = study.user_attrs
@@ -75,3 +112,15 @@ def open_study(
 
 def finished_trials(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+
+
+def is_surplus(study: optuna.Study, trial_number: int, target: int) -> bool:
+    """True when `target` trials numbered below this one are already finished or running.
+
+    Workers share a study only through its storage; each checks its new trial against the
+    others before training, so that together they stop at exactly `target` finished trials
+    instead of each finishing the trial it had started when the count was reached.
+    """
+    alive = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    earlier = [t for t in study.get_trials(deepcopy=False, states=alive) if t.number < trial_number]
+    return len(earlier) >= target

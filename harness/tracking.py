@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from harness.errors import HarnessError
+from harness.locks import creation_lock
 from harness.metrics import Scores
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -138,7 +139,9 @@ class Tracker:
     def __init__(self, tracking_uri: str = DEFAULT_TRACKING_URI):
         check_reachable(tracking_uri)
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri)
+        with creation_lock(tracking_uri):
+            self.client = MlflowClient(tracking_uri)
+            self.client.search_experiments(max_results=1)  # creates a fresh store's schema
 
     def experiment_id(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)

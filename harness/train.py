@@ -5,9 +5,10 @@ import sys
 
 from harness.cli import positive_int, probability, run_main
 from harness.data import DEFAULT_SPEC, load_splits
+from harness.devices import resolve_device
 from harness.runs import log_evaluation, train_tracked
 from harness.tracking import DEFAULT_TRACKING_URI, Tag, Tracker, check_reachable
-from harness.trainer import TrainConfig, resolve_device
+from harness.trainer import TrainConfig
 
 DEFAULTS = TrainConfig()
 

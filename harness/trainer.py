@@ -16,11 +16,13 @@ from torch import nn
 
 from harness.augment import augment_batch, build_augmentation
 from harness.data import SegmentationSet
+from harness.devices import resolve_device
 from harness.errors import HarnessError
 from harness.metrics import Scores, confusion_matrix
 from harness.models import MAX_DEPTH, MIN_DEPTH, UNet
 
-# A constant 0.5 prediction scores ln 2 = 0.69; a mean BCE this high means the weights blew up.
+# A constant 0.5 prediction scores ln 2 = 0.69; a mean BCE this high means the weights blew up
+# (with BatchNorm the training loss may recover while the running statistics stay wrecked).
 DIVERGED_LOSS = 100.0
 EVAL_BATCH_SIZE = 64
 
@@ -85,16 +87,6 @@ class FitResult:
 
 
 EpochHook = Callable[[EpochResult], None]
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise HarnessError("--device cuda asked for, but no CUDA device is available")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise HarnessError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N")
-    return torch.device(name)
 
 
 def build_model(depth: int, base_channels: int, device: torch.device) -> UNet:
@@ -205,9 +197,10 @@ def fit(
         train_loss, train_scores = train_one_epoch(
             model, optimizer, train, config, augmentation, generator, device
         )
-        if not math.isfinite(train_loss) or train_loss > DIVERGED_LOSS:
-            raise DivergedError(f"training diverged at epoch {epoch}: train loss {train_loss:.4g}")
         val_loss, val_scores = evaluate(model, val, device)
+        for split, loss in (("train", train_loss), ("validation", val_loss)):
+            if not math.isfinite(loss) or loss > DIVERGED_LOSS:
+                raise DivergedError(f"training diverged at epoch {epoch}: {split} loss {loss:.4g}")
         result = EpochResult(
             epoch, train_loss, val_loss, train_scores, val_scores, time.perf_counter() - epoch_start
         )

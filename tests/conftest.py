@@ -17,9 +17,11 @@ def _isolated(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def tracking_uri(tmp_path_factory) -> str:
     """One MLflow store for the session: creating one runs schema migrations (seconds)."""
-    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    uri = f"sqlite:///{path}"
-    MlflowClient(uri).search_experiments()  # create the schema once, up front
+    folder = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)  # the store fixes its default artifact root (./mlruns) from the cwd
+        MlflowClient(uri).search_experiments()  # create the schema once, up front
     return uri
 
 

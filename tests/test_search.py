@@ -2,15 +2,13 @@
 
 import optuna
 import pytest
-import torch
 
 from harness.cli import run_main
-from harness.data import load_splits
 from harness.objective import FAIL_REASON_ATTR, RUN_ID_ATTR, STOP_REASON_ATTR, Objective
 from harness.search import SearchOptions, main, run_search
 from harness.spaces import load_space
 from harness.tracking import Tag, Tracker
-from tests.helpers import running_runs
+from tests.helpers import running_runs, toy_splits
 
 TINY_SPACE = """
 [study]
@@ -55,9 +53,7 @@ def options(space_file, tracking_uri, study, **overrides):
         data=DATA,
         study=study,
         tracking_uri=tracking_uri,
-        promote=False,
-        progress_bar=False,
-        **overrides,
+        **{"promote": False, "progress_bar": False, **overrides},
     )
 
 
@@ -137,30 +133,39 @@ def test_resume_on_other_data_is_refused(space_file, tracking_uri, capsys):
     assert "guarded" in capsys.readouterr().err
 
 
-def test_a_pruned_trial_is_pruned_in_optuna_and_tagged_in_mlflow(space_file, tracking_uri, client):
+def test_a_pruned_trial_is_pruned_in_optuna_and_tagged_in_mlflow(tmp_path, tracking_uri, client):
+    space_file = tmp_path / "lr.toml"
+    space_file.write_text(
+        '[params.lr]\ntype = "float"\nlow = 1e-6\nhigh = 1e-1\nlog = true\n'
+        "[fixed]\ndepth = 2\nbase_channels = 4\nbatch_size = 8\npatience = 5\naug_p = 0.0\n"
+    )
     tracker = Tracker(tracking_uri)
     experiment_id = tracker.experiment_id("pruning")
     parent = tracker.start_run(experiment_id, "pruning")
     study = optuna.create_study(
         direction="maximize",
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0),
+        pruner=optuna.pruners.MedianPruner(
+            n_startup_trials=1, n_warmup_steps=3
+        ),  # epochs are 1-based
     )
     objective = Objective(
-        load_space(str(space_file)), load_splits(DATA, 32), tracker, experiment_id, parent,
-        "pruning", max_epochs=3, seed=0, device=torch.device("cpu"),
+        load_space(str(space_file)), toy_splits(), tracker, experiment_id, parent,
+        "pruning", max_epochs=4, seed=0, device="cpu",
     )  # fmt: skip
-    study.enqueue_trial({"depth": 2, "lr": 1e-2})  # learns: sets the median
-    study.enqueue_trial({"depth": 2, "lr": 1e-3})  # learns far less in its first epoch
+    study.enqueue_trial({"lr": 3e-2})  # learns: sets the median
+    study.enqueue_trial({"lr": 1e-6})  # learns nothing: far below the median at epoch 3
     study.optimize(objective, n_trials=2)
 
     good, slow = study.trials
     assert good.state == optuna.trial.TrialState.COMPLETE
     assert slow.state == optuna.trial.TrialState.PRUNED
-    assert slow.user_attrs[STOP_REASON_ATTR] == "pruned at epoch 1"
+    assert slow.user_attrs[STOP_REASON_ATTR] == "pruned at epoch 3"
+    assert sorted(slow.intermediate_values) == [1, 2, 3]
     run = client.get_run(slow.user_attrs[RUN_ID_ATTR])
     assert run.data.tags[Tag.TRIAL_STATE] == "PRUNED"
-    assert run.data.tags[Tag.STOP_REASON] == "pruned at epoch 1"
+    assert run.data.tags[Tag.STOP_REASON] == "pruned at epoch 3"
     assert run.info.status == "FINISHED"
+    assert len(client.get_metric_history(run.info.run_id, "val_iou")) == 3
 
 
 def test_a_diverging_trial_fails_and_the_study_goes_on(space_file, tracking_uri, client, capsys):
@@ -172,7 +177,9 @@ def test_a_diverging_trial_fails_and_the_study_goes_on(space_file, tracking_uri,
     code = run_main(main, ["--space", str(space_file), "--data", DATA, "--trials", "2", "--study", "diverge",
                            "--tracking-uri", tracking_uri, "--no-progress", "--no-promote"])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "no trial" in err[0]
+    # one line per failed trial as it happens, then one line for the outcome
+    assert code == 2 and len(err) == 3 and "no trial" in err[-1]
+    assert all(line.startswith(f"trial {n} failed:") for n, line in enumerate(err[:2]))
 
     study = optuna.load_study(study_name="diverge", storage="sqlite:///optuna.db")
     assert len(study.trials) == 2  # both attempted: the first failure did not stop the study
@@ -185,3 +192,19 @@ def test_a_diverging_trial_fails_and_the_study_goes_on(space_file, tracking_uri,
         assert "diverged" in run.data.tags[Tag.FAIL_REASON]
     experiment = client.get_experiment_by_name("diverge")
     assert not running_runs(client, experiment.experiment_id)
+
+
+def test_the_search_promotes_its_best_model(space_file, tracking_uri, client):
+    result = run_search(
+        options(
+            space_file,
+            tracking_uri,
+            "promoted",
+            trials=2,
+            promote=True,
+            registered_model="search-best",
+        )
+    )
+    champion = client.get_model_version_by_alias("search-best", "champion")
+    assert champion.tags["harness.source_run_id"] == result.best_trial.user_attrs[RUN_ID_ATTR]
+    assert champion.tags["harness.study"] == "promoted"
