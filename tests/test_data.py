@@ -357,9 +357,14 @@ def test_bad_spec(spec, cache_dir):
     assert_fails_naming(spec, repr(spec), cache_dir)
 
 
-@pytest.mark.parametrize("size", [0, 8, 20, 63, 64.0])
+@pytest.mark.parametrize("size", [0, 8, 20, 63, 64.0, True])
 def test_bad_image_size(size, cache_dir):
     assert_fails_naming("synthetic:30", size, cache_dir, size=size)
+
+
+def test_numpy_integer_image_size_is_accepted(cache_dir):
+    splits = load_splits("synthetic:20", np.int64(32), cache_dir=cache_dir)
+    assert splits.image_size == 32 and type(splits.image_size) is int
 
 
 def test_spec_normalisation(tmp_path):

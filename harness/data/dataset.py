@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,12 +114,18 @@ def parse_spec(spec: str) -> DataSpec:
     raise DataError(f"bad data spec {spec!r}: {_SPEC_HELP}")
 
 
-def check_image_size(image_size: int) -> None:
-    # Multiples of 16 survive the four 2x poolings of the deepest UNet the search tries.
-    if isinstance(image_size, bool) or not isinstance(image_size, int):
+def check_image_size(image_size: int) -> int:
+    """The image size as a plain int; numpy integers pass, floats and bools do not."""
+    if isinstance(image_size, bool):
         raise DataError(f"image size must be a whole number, got {image_size!r}")
-    if image_size < 16 or image_size % 16:
-        raise DataError(f"image size must be a multiple of 16 and at least 16, got {image_size}")
+    try:
+        size = operator.index(image_size)
+    except TypeError:
+        raise DataError(f"image size must be a whole number, got {image_size!r}") from None
+    # Multiples of 16 survive the four 2x poolings of the deepest UNet the search tries.
+    if size < 16 or size % 16:
+        raise DataError(f"image size must be a multiple of 16 and at least 16, got {size}")
+    return size
 
 
 def split_indices(
@@ -211,7 +218,7 @@ def load_splits(
 
     Raises DataError, with one line naming the file or folder, for anything the user can fix.
     """
-    check_image_size(image_size)
+    image_size = check_image_size(image_size)
     source = parse_spec(spec)
     plan = (
         _synthetic_plan(source, image_size)
