@@ -1,9 +1,9 @@
 """The generated default dataset: cartoon cats and dogs on cluttered backgrounds.
 
 It stands in for Oxford-IIIT Pet when no data is at hand, so it has to be a real learning
-problem: backgrounds are textured and striped and carry distractor shapes painted in the
-same fur colours and textures as the animals, so no colour threshold separates pet from
-background; only the silhouette does. Cats and dogs differ in shape (cats: pointed upright
+problem: backgrounds are textured and striped, in a palette that includes the fur colours,
+and carry distractor blobs with the same fur textures as the animals, so no colour
+threshold separates pet from background (tests check this); the silhouette does. Cats and dogs differ in shape (cats: pointed upright
 ears, short muzzle, long thin tail; dogs: floppy ears, long muzzle, thicker tail, longer
 legs), never in colour.
 
@@ -183,8 +183,9 @@ def _animal_parts(rng: np.random.Generator, species: int) -> np.ndarray:
 def _fur_pattern(rng: np.random.Generator) -> np.ndarray:
     """Weights of stripes, patches and two-tone (at most one nonzero), stripe frequency."""
     weights = np.zeros(4)
-    kind = rng.integers(4)  # the fourth kind is plain fur
-    weights[kind] = rng.uniform(0.5, 1.0)
+    kind, strength = rng.integers(4), rng.uniform(0.5, 1.0)
+    if kind < 3:  # the fourth kind is plain fur
+        weights[kind] = strength
     weights[3] = rng.uniform(7, 14)
     return weights
 
