@@ -9,10 +9,15 @@ augmented: the trainer only calls this on training batches.
 from __future__ import annotations
 
 import math
+import os
 
-import albumentations
-import cv2
-import numpy as np
+# albumentations asks PyPI for a newer version on every import (a request of up to 2 s, and
+# a warning when offline); the harness pins its versions and must work without a network.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations  # noqa: E402
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 
 def build_augmentation(aug_p: float, seed: int) -> albumentations.Compose | None:
