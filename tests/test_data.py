@@ -176,6 +176,19 @@ def test_folder_split_and_masks(folder, cache_dir):
         assert_masks_match_red(data)
 
 
+def test_sixteen_bit_pngs(folder, cache_dir):
+    image, trimap = scene(48, 40, (4, 4, 20, 20))
+    gray16 = (image[..., 0].astype(np.uint16) * 257).astype(np.uint16)
+    Image.fromarray(gray16).save(folder / "images" / "img01.png")
+    mask16 = trimap_to_mask(trimap).astype(np.uint16) * 1000
+    Image.fromarray(mask16).save(folder / "masks" / "img01.png")
+    splits = load_splits(f"folder:{folder}", 32, cache_dir=cache_dir)
+    (data,) = [d for d in all_sets(splits) if "img01" in d.names]
+    i = data.names.index("img01")
+    red = data.images[i, ..., 0] > 128
+    assert (red == data.masks[i].astype(bool)).mean() > 0.9
+
+
 def test_split_seed_changes_the_split_not_the_data(folder, cache_dir):
     a = load_splits(f"folder:{folder}", 32, split_seed=0, cache_dir=cache_dir)
     b = load_splits(f"folder:{folder}", 32, split_seed=1, cache_dir=cache_dir)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import InterpolationMode
-from torchvision.transforms.v2.functional import resize
+from torchvision.transforms.v2.functional import resize, to_dtype
 
 from harness.errors import DataError
 
@@ -250,8 +250,13 @@ def decode(catalog: Catalog, image_size: int, workers: int | None = None) -> Dec
         mask_path = catalog.path(catalog.mask_files[index])
         image_bytes, image_digest = _read(image_path)
         mask_bytes, mask_digest = _read(mask_path)
+        # EXIF orientation is ignored on purpose: masks are drawn on the stored pixels.
         image = _decode(image_bytes, image_path, ImageReadMode.RGB)
         mask_tensor = _decode(mask_bytes, mask_path, ImageReadMode.UNCHANGED)
+        if image.dtype != torch.uint8:  # 16-bit PNG
+            image = to_dtype(image, torch.uint8, scale=True)
+        if mask_tensor.dtype != torch.uint8:  # 16-bit PNG: keep the values, not the scale
+            mask_tensor = mask_tensor.to(torch.int32)
         if image.shape[1:] != mask_tensor.shape[1:]:
             raise DataError(
                 f"{mask_path}: mask is {mask_tensor.shape[2]}x{mask_tensor.shape[1]} but its image "
