@@ -56,6 +56,7 @@ class Objective:
     seed: int
     device: str  # "auto", "cpu", "cuda" or "cuda:N"; see devices.device_for_trial
     target_trials: int | None = None  # stop at this many finished trials across all workers
+    precision: str = "auto"
 
     def __call__(self, trial: optuna.Trial) -> float:
         if self.target_trials is not None and is_surplus(
@@ -88,7 +89,13 @@ class Objective:
         try:
             device = device_for_trial(self.device, trial.number)
             fit = train_tracked(
-                self.tracker, run_id, config, self.splits, device, hooks=[report_to_optuna]
+                self.tracker,
+                run_id,
+                config,
+                self.splits,
+                device,
+                hooks=[report_to_optuna],
+                precision=self.precision,
             )
         except optuna.TrialPruned as pruned:
             self._end(trial, run_id, PRUNED, FINISHED, {Tag.STOP_REASON: str(pruned)})

@@ -13,13 +13,26 @@ from harness import plots
 from harness.data import Splits
 from harness.metrics import Scores
 from harness.tracking import Param, Tag, Tracker, epoch_metrics, fit_metrics, split_metrics
-from harness.trainer import EpochHook, FitResult, TrainConfig, evaluate, fit, predict_masks
+from harness.trainer import (
+    EpochHook,
+    FitResult,
+    TrainConfig,
+    autocast_dtype,
+    evaluate,
+    fit,
+    predict_masks,
+)
 
 PREVIEW_SAMPLES = 6
 
 
-def run_params(config: TrainConfig, splits: Splits) -> dict[str, object]:
-    return {**asdict(config), Param.IMAGE_SIZE: splits.image_size, Param.DATASET: splits.spec}
+def run_params(config: TrainConfig, splits: Splits, dtype: torch.dtype | None) -> dict[str, object]:
+    return {
+        **asdict(config),
+        Param.IMAGE_SIZE: splits.image_size,
+        Param.DATASET: splits.spec,
+        Param.PRECISION: str(dtype or torch.float32).removeprefix("torch."),
+    }
 
 
 def train_tracked(
@@ -29,18 +42,26 @@ def train_tracked(
     splits: Splits,
     device: torch.device,
     hooks: Sequence[EpochHook] = (),
+    precision: str = "auto",
 ) -> FitResult:
     """Fit with per-epoch metrics (step = epoch) logged before the other `hooks` run."""
     tracker.log(
         run_id,
-        params=run_params(config, splits),
+        params=run_params(config, splits, autocast_dtype(precision, device)),
         tags={Tag.DATASET_FINGERPRINT: splits.fingerprint},
     )
 
     def log_epoch(result) -> None:
         tracker.log(run_id, epoch_metrics(result), step=result.epoch)
 
-    result = fit(config, splits.train, splits.val, device=device, on_epoch=[log_epoch, *hooks])
+    result = fit(
+        config,
+        splits.train,
+        splits.val,
+        device=device,
+        on_epoch=[log_epoch, *hooks],
+        precision=precision,
+    )
     tracker.log(run_id, fit_metrics(result), tags={Tag.STOP_REASON: result.stop_reason})
     tracker.log_checkpoint(run_id, result.model)
     figure = plots.learning_curves(result.history)

@@ -44,7 +44,7 @@ from harness.tracking import (
     load_checkpoint,
     split_metrics,
 )
-from harness.trainer import build_model
+from harness.trainer import PRECISIONS, build_model
 
 EVALUATED_TRIAL_TAG = "harness.evaluated_trial"
 
@@ -65,6 +65,7 @@ class SearchOptions:
     timeout: float | None = None
     device: str = "auto"
     heartbeat_s: int = DEFAULT_HEARTBEAT_S
+    precision: str = "auto"
     cache_dir: str | None = None
     registered_model: str = DEFAULT_REGISTERED_MODEL
     promote: bool = True
@@ -133,6 +134,7 @@ def run_search(options: SearchOptions) -> SearchResult:
         options.seed,
         options.device,
         target_trials=options.trials,
+        precision=options.precision,
     )
     missing = options.trials - finished_trials(study)
     try:
@@ -315,6 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto, cpu, cuda or cuda:N; with several GPUs, auto spreads concurrent trials round-robin",
     )
     parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=defaults.precision,
+        help="autocast dtype; auto = bf16 where the CPU or GPU does it natively, else fp32",
+    )
+    parser.add_argument(
         "--heartbeat",
         type=positive_int,
         default=defaults.heartbeat_s,
@@ -354,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout=args.timeout,
         device=args.device,
         heartbeat_s=args.heartbeat,
+        precision=args.precision,
         cache_dir=args.cache_dir,
         registered_model=args.registered_model,
         promote=not args.no_promote,

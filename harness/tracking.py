@@ -45,6 +45,7 @@ class Param:
     MAX_EPOCHS = "max_epochs"
     SEED = "seed"
     DATASET = "dataset"
+    PRECISION = "precision"  # the autocast dtype actually used: float32, bfloat16, float16
 
 
 class Metric:

@@ -8,7 +8,7 @@ from harness.data import DEFAULT_SPEC, load_splits
 from harness.devices import resolve_device
 from harness.runs import log_evaluation, train_tracked
 from harness.tracking import DEFAULT_TRACKING_URI, Tag, Tracker, check_reachable
-from harness.trainer import TrainConfig
+from harness.trainer import PRECISIONS, TrainConfig
 
 DEFAULTS = TrainConfig()
 
@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.seed,
         help="seeds weights, batch order and augmentation",
     )
+    model.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="autocast dtype; auto = bf16 where the CPU or GPU does it natively, else fp32",
+    )
     model.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     tracking = parser.add_argument_group("tracking")
     tracking.add_argument(
@@ -104,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         f"data {splits.spec}: {len(splits.train)} train, {len(splits.val)} val, {len(splits.test)} test at {splits.image_size}px"
     )
     with tracker.run_status(run_id):
-        result = train_tracked(tracker, run_id, config, splits, device, hooks=[print_epoch])
+        result = train_tracked(
+            tracker, run_id, config, splits, device, hooks=[print_epoch], precision=args.precision
+        )
         scores = log_evaluation(tracker, run_id, result.model, splits, device)
     print(f"stopped: {result.stop_reason}; best epoch {result.best_epoch} of {result.epochs_run}")
     print(f"{'split':<6} {'accuracy':>9} {'mean IoU':>9} {'pet IoU':>8}")

@@ -86,7 +86,9 @@ def test_bad_data_gives_one_line_and_creates_no_run(tracking_uri, client, capsys
 
 
 def test_divergence_ends_the_run_failed(tracking_uri, client, capsys):
-    code = run_main(main, train_args(tracking_uri, "train-diverge") + ["--lr", "10", "--aug-p", "0"])
+    code = run_main(
+        main, train_args(tracking_uri, "train-diverge") + ["--lr", "10", "--aug-p", "0"]
+    )
     assert code == 2
     assert "diverged" in capsys.readouterr().err
     assert only_run(client, "train-diverge").info.status == "FAILED"

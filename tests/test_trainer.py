@@ -46,7 +46,7 @@ def test_early_stopping_stops_and_restores_the_best_weights(splits):
     config = TrainConfig(
         depth=2, base_channels=4, lr=1e-2, batch_size=16, aug_p=0.0, max_epochs=30, patience=2
     )
-    result = fit(config, splits.train, mismatched, device=CPU)
+    result = fit(config, splits.train, mismatched, device=CPU, precision="fp32")
 
     assert result.stop_reason == StopReason.EARLY_STOPPED
     assert result.epochs_run == result.best_epoch + config.patience < config.max_epochs
