@@ -18,6 +18,7 @@ from harness.cli import positive_int, run_main
 from harness.data import DEFAULT_SPEC, load_splits
 from harness.devices import resolve_device
 from harness.errors import HarnessError
+from harness.locks import creation_lock
 from harness.objective import FAIL, FAILED, FINISHED, KILLED, RUN_ID_ATTR, Objective
 from harness.registry import DEFAULT_REGISTERED_MODEL, promote_run
 from harness.runs import log_evaluation
@@ -107,17 +108,19 @@ def run_search(options: SearchOptions) -> SearchResult:
         options.heartbeat_s,
         on_dead_trial=lambda trial: close_dead_run(tracker, trial),
     )
-    study = open_study(
-        study_name,
-        storage,
-        settings,
-        identity,
-        sampler=make_sampler(settings, options.seed),
-        pruner=make_pruner(pruner_name, settings, max_epochs),
-    )
+    # Workers starting together take turns to create the study and its parent run.
+    with creation_lock(options.storage):
+        study = open_study(
+            study_name,
+            storage,
+            settings,
+            identity,
+            sampler=make_sampler(settings, options.seed),
+            pruner=make_pruner(pruner_name, settings, max_epochs),
+        )
+        experiment_id = tracker.experiment_id(study_name)
+        parent_run_id = parent_run(tracker, experiment_id, study, identity)
     optuna.storages.fail_stale_trials(study)  # trials of killed workers: fail and retry them
-    experiment_id = tracker.experiment_id(study_name)
-    parent_run_id = parent_run(tracker, experiment_id, study, identity)
     print(f"study {study_name!r}: {finished_trials(study)} of {options.trials} trials finished")
     print(
         f"data {splits.spec}: {len(splits.train)} train, {len(splits.val)} val, {len(splits.test)} test at {image_size}px"
@@ -137,10 +140,16 @@ def run_search(options: SearchOptions) -> SearchResult:
         precision=options.precision,
     )
     missing = options.trials - finished_trials(study)
+    mine: set[int] = set()  # the trials this worker ran
+
+    def run_trial(trial: optuna.Trial) -> float:
+        mine.add(trial.number)
+        return objective(trial)
+
     try:
         if missing > 0:
             study.optimize(
-                objective,
+                run_trial,
                 n_trials=missing,
                 timeout=options.timeout,
                 n_jobs=options.n_jobs,
@@ -149,8 +158,8 @@ def run_search(options: SearchOptions) -> SearchResult:
                 show_progress_bar=options.progress_bar,
             )
         best = best_trial(study)
-        # With several workers on one study, the last one to finish sums it up.
-        last_worker = not others_still_running(study)
+        # With several workers on one study, exactly one sums it up: the last to finish.
+        last_worker = summing_up(study, mine)
         if last_worker:
             log_study_summary(tracker, parent_run_id, study, settings.metric)
             if best is not None:
@@ -206,8 +215,21 @@ def close_dead_run(tracker: Tracker, trial: optuna.trial.FrozenTrial) -> None:
     tracker.end_run(run_id, FAILED)
 
 
-def others_still_running(study: optuna.Study) -> bool:
-    return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+def summing_up(study: optuna.Study, mine: set[int]) -> bool:
+    """Whether this worker is the one to sum the study up (summary, test scores, promotion).
+
+    Once no trial is running, every worker sees the same finished trials; the one that ran
+    the trial that ended last is elected. Workers finishing together therefore cannot both
+    sum up, and one that ran no trial at all (a re-run with nothing left) still does.
+    """
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state == optuna.trial.TrialState.RUNNING for t in trials):
+        return False
+    ended = [t for t in trials if t.datetime_complete is not None]
+    if not mine or not ended:
+        return True
+    last = max(ended, key=lambda t: (t.datetime_complete, t.number))
+    return last.number in mine
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:

@@ -2,11 +2,12 @@
 
 from collections.abc import Callable
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.errors import HarnessError
-from harness.locks import creation_lock
+from harness.locks import creation_lock, redacted, with_installed_driver
 from harness.spaces import StudySettings
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -26,8 +27,43 @@ PARENT_RUN_ATTR = "mlflow_parent_run_id"
 
 def make_sampler(settings: StudySettings, seed: int) -> optuna.samplers.BaseSampler:
     if settings.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=settings.sampler_startup_trials)
+        return PerTrialSeedRandomSampler(seed=seed)
+    return PerTrialSeedTPESampler(seed=seed, n_startup_trials=settings.sampler_startup_trials)
+
+
+def trial_seed(seed: int, trial_number: int) -> int:
+    return int(np.random.SeedSequence([seed, trial_number]).generate_state(1)[0])
+
+
+class _PerTrialSeed:
+    """A sampler whose random state is re-seeded from (seed, trial number) before each trial.
+
+    A sampler seeded once per process draws the same sequence in every process: workers
+    started together, or a study resumed later, would repeat the first trials' parameters
+    (all of them during the random start-up trials). Trial numbers are unique in the storage,
+    so seeding from them keeps one worker reproducible and makes workers differ.
+    """
+
+    def __init__(self, *, seed: int, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self._base_seed = seed
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        state = trial_seed(self._base_seed, trial.number)
+        # the pinned Optuna's samplers keep their numpy RandomState in `_rng`; TPE draws its
+        # start-up trials from an inner RandomSampler
+        for sampler in (self, getattr(self, "_random_sampler", None)):
+            if sampler is not None:
+                sampler._rng.rng.seed(state)
+        super().before_trial(study, trial)
+
+
+class PerTrialSeedTPESampler(_PerTrialSeed, optuna.samplers.TPESampler):
+    pass
+
+
+class PerTrialSeedRandomSampler(_PerTrialSeed, optuna.samplers.RandomSampler):
+    pass
 
 
 def make_pruner(name: str, settings: StudySettings, max_epochs: int) -> optuna.pruners.BasePruner:
@@ -64,19 +100,21 @@ def make_storage(
         {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}} if url.startswith("sqlite") else {}
     )
     try:
-        with creation_lock(url):
+        with creation_lock(url, what="Optuna storage"):
             return optuna.storages.RDBStorage(
-                url,
+                with_installed_driver(url),
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=heartbeat_s,
                 grace_period=GRACE_HEARTBEATS * heartbeat_s,
-                failed_trial_callback=dead_trial,
+                heartbeat_stale_trial_callback=dead_trial,
             )
+    except HarnessError:
+        raise
     except (ValueError, ImportError) as error:
-        raise HarnessError(f"cannot use Optuna storage {url!r}: {error}") from None
+        raise HarnessError(f"cannot use Optuna storage {redacted(url)!r}: {error}") from None
     except Exception as error:  # SQLAlchemy's OperationalError and friends
         reason = str(error).strip().splitlines()[0]
-        raise HarnessError(f"cannot open Optuna storage {url!r}: {reason}") from None
+        raise HarnessError(f"cannot open Optuna storage {redacted(url)!r}: {reason}") from None
 
 
 def open_study(
