@@ -1,0 +1,476 @@
+"""The sections of a study's report, built from its Optuna trials and their MLflow runs.
+
+Each `*_section` function returns one `report_document.Section`: text, tables and figures.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+import torch
+from mlflow.exceptions import MlflowException
+from optuna.trial import FrozenTrial, TrialState
+
+from harness import plots
+from harness import report_figures as figures
+from harness.data import Splits
+from harness.errors import HarnessError
+from harness.metrics import Scores, confusion_matrix
+from harness.objective import RUN_ID_ATTR, STOP_REASON_ATTR
+from harness.report_document import Block, Image, Section, Table
+from harness.runs import evaluate_splits
+from harness.search import load_trial_model
+from harness.study_summary import study_figure
+from harness.tracking import SCORES, SPLITS, Metric, Param, Tracker, final_metric, split_metrics
+from harness.trainer import EpochResult, StopReason, predict_masks
+
+# Parameters in the order the original report discussed them; others follow by name.
+PARAM_ORDER = (Param.DEPTH, Param.LR, Param.BATCH_SIZE, Param.PATIENCE, Param.AUG_P)
+HISTORY_METRICS = (
+    Metric.TRAIN_LOSS,
+    Metric.VAL_LOSS,
+    Metric.TRAIN_IOU,
+    Metric.VAL_IOU,
+    Metric.TRAIN_ACCURACY,
+    Metric.VAL_ACCURACY,
+    Metric.VAL_FG_IOU,
+    Metric.EPOCH_TIME_S,
+)
+
+
+@dataclass
+class StudyRecord:
+    """A study with its MLflow runs, read once."""
+
+    study: optuna.Study
+    tracker: Tracker
+    parent_run_id: str
+    runs: dict[str, object]  # trial run id -> mlflow Run
+    max_epochs: int
+
+    @property
+    def maximize(self) -> bool:
+        return self.study.direction == optuna.study.StudyDirection.MAXIMIZE
+
+    def trials(self, *states: TrialState) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False, states=states)
+
+    def run_of(self, trial: FrozenTrial):
+        return self.runs.get(trial.user_attrs.get(RUN_ID_ATTR, ""))
+
+    def best_of(self, trials: list[FrozenTrial]) -> FrozenTrial:
+        return (max if self.maximize else min)(trials, key=lambda t: t.value)
+
+
+@dataclass(frozen=True)
+class Contender:
+    """The best completed trial of one depth, with its run and its per-epoch history."""
+
+    depth: int
+    trial: FrozenTrial
+    run: object  # mlflow Run
+    history: list[EpochResult]
+
+    @property
+    def label(self) -> str:
+        return f"UNet depth {self.depth}"
+
+
+def best_per_depth(record: StudyRecord) -> list[Contender]:
+    """The best completed trial of each depth (read from the run: depth may be fixed)."""
+    by_depth: dict[int, list[FrozenTrial]] = {}
+    for trial in record.trials(TrialState.COMPLETE):
+        run = record.run_of(trial)
+        if run is not None and Param.DEPTH in run.data.params:
+            by_depth.setdefault(int(run.data.params[Param.DEPTH]), []).append(trial)
+    contenders = []
+    for depth, trials in sorted(by_depth.items()):
+        best = record.best_of(trials)
+        run = record.run_of(best)
+        contenders.append(Contender(depth, best, run, run_history(record.tracker, run.info.run_id)))
+    return contenders
+
+
+def run_history(tracker: Tracker, run_id: str) -> list[EpochResult]:
+    """A run's per-epoch metrics rebuilt as `EpochResult`s, so that `plots` can draw them."""
+    series = {
+        name: {
+            m.step: m.value for m in mlflow_call(tracker.client.get_metric_history, run_id, name)
+        }
+        for name in HISTORY_METRICS
+    }
+    nan = float("nan")
+    epochs = sorted(set(series[Metric.TRAIN_LOSS]) & set(series[Metric.VAL_LOSS]))
+    return [
+        EpochResult(
+            epoch=epoch,
+            train_loss=series[Metric.TRAIN_LOSS][epoch],
+            val_loss=series[Metric.VAL_LOSS][epoch],
+            # the training pet IoU is not logged per epoch
+            train=Scores(
+                series[Metric.TRAIN_ACCURACY].get(epoch, nan),
+                series[Metric.TRAIN_IOU].get(epoch, nan),
+                nan,
+            ),
+            val=Scores(
+                series[Metric.VAL_ACCURACY].get(epoch, nan),
+                series[Metric.VAL_IOU].get(epoch, nan),
+                series[Metric.VAL_FG_IOU].get(epoch, nan),
+            ),
+            epoch_time_s=series[Metric.EPOCH_TIME_S].get(epoch, nan),
+        )
+        for epoch in epochs
+    ]
+
+
+def logged_scores(run) -> dict[str, Scores] | None:
+    """The run's final scores on every split, or None when any of them is missing."""
+    metrics = run.data.metrics
+    names = [final_metric(split, score) for split in SPLITS for score in SCORES]
+    if not all(name in metrics for name in names):
+        return None
+    return {
+        split: Scores(*(metrics[final_metric(split, score)] for score in SCORES))
+        for split in SPLITS
+    }
+
+
+def split_scores(
+    record: StudyRecord, trial: FrozenTrial, splits: Splits, device: torch.device
+) -> dict[str, Scores]:
+    run = record.run_of(trial)
+    scores = logged_scores(run)
+    if scores is None:
+        run_id = run.info.run_id
+        model = mlflow_call(load_trial_model, record.tracker, run_id, device)
+        scores = evaluate_splits(model, splits, device)
+        # logged on the trial's run: the next report (and the registry) can read them there
+        record.tracker.log(run_id, split_metrics(scores))
+    return scores
+
+
+# --- sections --------------------------------------------------------------------------------
+
+
+def overview_section(record: StudyRecord, splits: Splits) -> Section:
+    study = record.study
+    counts = {state.name.lower(): len(record.trials(state)) for state in TrialState}
+    best = study.best_trial
+    blocks: list[Block] = [
+        f"Data {splits.spec} at {splits.image_size} px: {len(splits.train)} train, "
+        f"{len(splits.val)} validation and {len(splits.test)} test images "
+        f"(fingerprint {splits.fingerprint}). Up to {record.max_epochs} epochs per trial.",
+        "Trials: " + ", ".join(f"{n} {state}" for state, n in counts.items() if n) + ".",
+        f"Best trial: {best.number}, validation IoU {best.value:.4f}, with "
+        + ", ".join(f"{k} = {_format(v)}" for k, v in best.params.items())
+        + f". MLflow parent run {record.parent_run_id}.",
+    ]
+    figure = study_figure(study, optuna.visualization.matplotlib.plot_optimization_history)
+    if figure is not None:
+        blocks.append(
+            Image(
+                "optimization_history.png",
+                "Trial values in order, and the best so far.",
+                figures.png_bytes(figure),
+            )
+        )
+    return Section("Study", blocks)
+
+
+def comparison_section(
+    record: StudyRecord, contenders: list[Contender], splits: Splits, device: torch.device
+) -> Section:
+    overall = record.study.best_trial.number
+    scores_header = ["model", "trial"]
+    scores_header += [
+        f"{s} {n}" for s in ("train", "val", "test") for n in ("accuracy", "mean IoU")
+    ]
+    scores_header += ["s / epoch", "training s"]
+    shown_params = (Param.BASE_CHANNELS, Param.LR, Param.BATCH_SIZE, Param.PATIENCE, Param.AUG_P)
+    params_header = ["model", "trial", *shown_params, "epochs run", "best epoch", "ended"]
+    scores_rows, params_rows = [], []
+    for c in contenders:
+        model = c.label + (" (best)" if c.trial.number == overall else "")
+        scores = split_scores(record, c.trial, splits, device)
+        epoch_times = [r.epoch_time_s for r in c.history]
+        scores_rows.append(
+            [
+                model,
+                str(c.trial.number),
+                *(f"{getattr(scores[s], n):.4f}" for s in SPLITS for n in ("accuracy", "iou")),
+                f"{np.nanmean(epoch_times):.2f}" if epoch_times else "",
+                _metric(c.run, Metric.TRAIN_TIME_S, "{:.1f}"),
+            ]
+        )
+        params_rows.append(
+            [
+                model,
+                str(c.trial.number),
+                *(_format_text(c.run.data.params.get(p, "")) for p in shown_params),
+                str(len(c.trial.intermediate_values)),
+                _metric(c.run, Metric.BEST_EPOCH, "{:.0f}"),
+                c.trial.user_attrs.get(STOP_REASON_ATTR, ""),
+            ]
+        )
+    return Section(
+        "UNet depths compared",
+        [
+            "The best completed trial of each depth, its restored best weights scored on the "
+            "whole, unaugmented splits (pixel accuracy and mean IoU over background and pet). "
+            "Time per epoch is the mean measured epoch, validation included.",
+            Table(scores_header, scores_rows),
+            Table(params_header, params_rows),
+        ],
+    )
+
+
+def learning_curves_section(contenders: list[Contender]) -> Section:
+    blocks: list[Block] = [
+        "Loss and mean IoU per epoch of the trials in the table (training on augmented "
+        "batches, validation unaugmented), from their MLflow metric histories."
+    ]
+    for c in contenders:
+        if not c.history:
+            continue
+        figure = plots.learning_curves(c.history)
+        figure.suptitle(f"{c.label}, trial {c.trial.number}")
+        figure.tight_layout()
+        blocks.append(
+            Image(
+                f"learning_curves_depth{c.depth}.png",
+                f"Learning curves of {c.label} (trial {c.trial.number}).",
+                figures.png_bytes(figure),
+            )
+        )
+    return Section("Learning curves", blocks)
+
+
+def trial_score(record: StudyRecord, trial: FrozenTrial) -> float | None:
+    """The trial value; a pruned trial's best intermediate value stands in for it."""
+    if trial.state == TrialState.COMPLETE:
+        return trial.value
+    values = list(trial.intermediate_values.values())
+    if not values:
+        return None
+    return max(values) if record.maximize else min(values)
+
+
+def parameters_section(record: StudyRecord) -> Section:
+    finished = record.trials(TrialState.COMPLETE, TrialState.PRUNED)
+    distributions = {}
+    for trial in finished:
+        distributions.update(trial.distributions)
+    names = sorted(
+        distributions,
+        key=lambda n: (n not in PARAM_ORDER, PARAM_ORDER.index(n) if n in PARAM_ORDER else 0, n),
+    )
+    blocks: list[Block] = []
+    if not names:
+        return Section("Searched parameters", ["The study searched no parameter."])
+    points = {name: [] for name in names}
+    for trial in finished:
+        score = trial_score(record, trial)
+        if score is None:
+            continue
+        for name in names:
+            if name in trial.params:
+                points[name].append(
+                    figures.ParamPoint(trial.params[name], score, trial.state == TrialState.PRUNED)
+                )
+    blocks.append(
+        f"Validation IoU of every finished trial ({len(finished)}) against each searched "
+        "parameter; a pruned trial is drawn at the best value it reached before it was pruned."
+    )
+    blocks.append(
+        Image(
+            "param_effects.png",
+            "Validation IoU against each searched parameter.",
+            figures.png_bytes(figures.param_effects(points, distributions, "validation IoU")),
+        )
+    )
+    importances = param_importances(record.study)
+    if isinstance(importances, str):
+        blocks.append(f"Optuna's parameter importances: not computable ({importances}).")
+    else:
+        blocks.append(
+            "Optuna's parameter importances (fANOVA over the completed trials, seeded): the share "
+            "of the variance of the trial value each parameter explains."
+        )
+        blocks.append(
+            Table(["parameter", "importance"], [[k, f"{v:.3f}"] for k, v in importances.items()])
+        )
+        blocks.append(
+            Image(
+                "param_importances.png",
+                "Optuna's parameter importances.",
+                figures.png_bytes(figures.importances(importances)),
+            )
+        )
+    return Section("Searched parameters", blocks)
+
+
+def param_importances(study: optuna.Study) -> dict[str, float] | str:
+    """Importances, or why there are none (too few trials, a single parameter value...)."""
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # same numbers every time
+    try:
+        return optuna.importance.get_param_importances(study, evaluator=evaluator)
+    except (ValueError, RuntimeError) as error:
+        return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def trial_ending(trial: FrozenTrial) -> str:
+    if trial.state == TrialState.PRUNED:
+        return "pruned"
+    if trial.user_attrs.get(STOP_REASON_ATTR) == StopReason.EARLY_STOPPED:
+        return "early stopped"
+    return "ran all epochs"
+
+
+def trial_compute(record: StudyRecord, trial: FrozenTrial) -> figures.TrialCompute:
+    """Epochs (one Optuna report each) and measured seconds (the logged epoch times)."""
+    run = record.run_of(trial)
+    history = []
+    if run is not None:
+        history = mlflow_call(
+            record.tracker.client.get_metric_history, run.info.run_id, Metric.EPOCH_TIME_S
+        )
+    return figures.TrialCompute(
+        trial.number,
+        len(trial.intermediate_values),
+        float(sum(m.value for m in history)),
+        trial_ending(trial),
+    )
+
+
+def compute_row(label: str, trials: list[figures.TrialCompute], budget: int) -> list[str]:
+    run = sum(t.epochs for t in trials)
+    full = budget * len(trials)
+    seconds = sum(t.seconds for t in trials)
+    # what the skipped epochs would have cost, at each trial's own mean epoch time
+    saved_s = sum((budget - t.epochs) * t.seconds / t.epochs for t in trials if t.epochs)
+    saved = f"{budget * len(trials) - run} ({1 - run / full:.0%})"
+    return [label, str(len(trials)), str(run), str(full), saved, f"{seconds:.0f}", f"{saved_s:.0f}"]
+
+
+def pruning_section(record: StudyRecord) -> Section:
+    budget = record.max_epochs
+    trials = [
+        trial_compute(record, t) for t in record.trials(TrialState.COMPLETE, TrialState.PRUNED)
+    ]
+    groups = {
+        ending: [t for t in trials if t.ending == ending] for ending in figures.ENDING_COLOURS
+    }
+    rows = [compute_row(ending, group, budget) for ending, group in groups.items() if group]
+    rows.append(compute_row("all", trials, budget))
+    pruned_saved = sum(budget - t.epochs for t in groups["pruned"])
+    ran = sum(t.epochs for t in trials)
+    text = (
+        f"A full run is {budget} epochs (max_epochs). The {len(trials)} finished trials ran "
+        f"{ran} of {budget * len(trials)} epochs; pruning skipped {pruned_saved} of them "
+        f"({pruned_saved / (budget * len(trials)):.0%} of the budget), early stopping "
+        f"{budget * len(trials) - ran - pruned_saved}. Seconds are the measured epoch times; "
+        "saved seconds assume that each skipped epoch would have taken the trial's own mean "
+        "epoch time."
+    )
+    failed = len(record.trials(TrialState.FAIL))
+    if failed:
+        text += f" {failed} failed trial(s) are not counted."
+    header = ["ended", "trials", "epochs run", "full runs' epochs", "epochs saved", "seconds"]
+    return Section(
+        "Compute saved by pruning and early stopping",
+        [
+            text,
+            Table([*header, "seconds saved (est.)"], rows),
+            Image(
+                "epochs_per_trial.png",
+                "Epochs each trial ran, against the full budget.",
+                figures.png_bytes(figures.epochs_per_trial(trials, budget)),
+            ),
+        ],
+    )
+
+
+def per_image_iou(predictions: np.ndarray, truths: np.ndarray) -> np.ndarray:
+    """Mean IoU (background and pet) of each image on its own."""
+    return np.array(
+        [
+            Scores.from_confusion(confusion_matrix(torch.from_numpy(p), torch.from_numpy(t))).iou
+            for p, t in zip(predictions, truths)
+        ]
+    )
+
+
+def predictions_section(
+    record: StudyRecord, splits: Splits, device: torch.device, samples: int, worst: int
+) -> Section:
+    best = record.study.best_trial
+    model = mlflow_call(load_trial_model, record.tracker, best.user_attrs[RUN_ID_ATTR], device)
+    test = splits.test
+    predictions = predict_masks(model, test.images, device)
+    ious = per_image_iou(predictions, test.masks)
+    shown = np.arange(min(samples, len(test)))
+    lowest = np.argsort(ious, kind="stable")[: min(worst, len(test))]
+
+    def grid(indices: np.ndarray, name: str, caption: str) -> Image:
+        titles = [f"{test.names[i]}, IoU {ious[i]:.2f}" for i in indices]
+        figure = plots.prediction_grid(
+            test.images[indices], test.masks[indices], predictions[indices], titles
+        )
+        return Image(name, caption, figures.png_bytes(figure))
+
+    return Section(
+        "Test predictions of the best model",
+        [
+            f"Trial {best.number} on the {len(test)} test images: per-image mean IoU "
+            f"{ious.mean():.4f} on average (median {np.median(ious):.4f}, lowest {ious.min():.4f}); "
+            f"{int((ious < 0.5).sum())} image(s) below 0.5.",
+            grid(
+                shown,
+                "test_predictions.png",
+                f"The first {len(shown)} test images: image, truth, prediction.",
+            ),
+            grid(
+                lowest,
+                "test_worst.png",
+                f"The {len(lowest)} test images with the lowest per-image IoU.",
+            ),
+            Image(
+                "test_iou_histogram.png",
+                "Per-image mean IoU on the test split.",
+                figures.png_bytes(figures.iou_histogram(ious, f"trial {best.number}")),
+            ),
+        ],
+    )
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+
+def _metric(run, name: str, form: str) -> str:
+    value = run.data.metrics.get(name)
+    return "" if value is None else form.format(value)
+
+
+def _format(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _format_text(text: str) -> str:
+    """An MLflow param (always a string) shortened like `_format` when it is a float."""
+    if text.lstrip("-").isdigit():
+        return text
+    try:
+        return _format(float(text))
+    except ValueError:
+        return text
+
+
+def mlflow_call(function, *args, **kwargs):
+    """A tracking-store call; its MlflowException becomes one line for the user."""
+    try:
+        return function(*args, **kwargs)
+    except MlflowException as error:
+        message = (getattr(error, "message", None) or str(error)).strip()
+        raise HarnessError(
+            f"MLflow tracking: {message.splitlines()[0] if message else type(error).__name__}"
+        ) from None
