@@ -48,6 +48,7 @@ from harness.tracking import (
 from harness.trainer import PRECISIONS, build_model
 
 EVALUATED_TRIAL_TAG = "harness.evaluated_trial"
+SUMMED_UP_TAG = "harness.summed_up"  # the study state the parent run's summary is of
 
 
 @dataclass(frozen=True)
@@ -140,16 +141,10 @@ def run_search(options: SearchOptions) -> SearchResult:
         precision=options.precision,
     )
     missing = options.trials - finished_trials(study)
-    mine: set[int] = set()  # the trials this worker ran
-
-    def run_trial(trial: optuna.Trial) -> float:
-        mine.add(trial.number)
-        return objective(trial)
-
     try:
         if missing > 0:
             study.optimize(
-                run_trial,
+                objective,
                 n_trials=missing,
                 timeout=options.timeout,
                 n_jobs=options.n_jobs,
@@ -159,12 +154,17 @@ def run_search(options: SearchOptions) -> SearchResult:
             )
         best = best_trial(study)
         # With several workers on one study, exactly one sums it up: the last to finish.
-        last_worker = summing_up(study, mine)
-        if last_worker:
-            log_study_summary(tracker, parent_run_id, study, settings.metric)
-            if best is not None:
-                evaluate_best(tracker, parent_run_id, best, splits, resolve_device(options.device))
-            tracker.end_run(parent_run_id, FINISHED)
+        last_worker = False
+        with creation_lock(options.storage):
+            if not trials_running(study):  # else the worker of the last running trial does
+                last_worker = not summed_up(tracker, parent_run_id, study, best)
+                if last_worker:
+                    log_study_summary(tracker, parent_run_id, study, settings.metric)
+                    if best is not None:
+                        device = resolve_device(options.device)
+                        evaluate_best(tracker, parent_run_id, best, splits, device)
+                    tracker.log(parent_run_id, tags={SUMMED_UP_TAG: summary_mark(study, best)})
+                tracker.end_run(parent_run_id, FINISHED)
     except KeyboardInterrupt:
         tracker.end_run(parent_run_id, KILLED)
         raise
@@ -215,21 +215,25 @@ def close_dead_run(tracker: Tracker, trial: optuna.trial.FrozenTrial) -> None:
     tracker.end_run(run_id, FAILED)
 
 
-def summing_up(study: optuna.Study, mine: set[int]) -> bool:
-    """Whether this worker is the one to sum the study up (summary, test scores, promotion).
+def trials_running(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
 
-    Once no trial is running, every worker sees the same finished trials; the one that ran
-    the trial that ended last is elected. Workers finishing together therefore cannot both
-    sum up, and one that ran no trial at all (a re-run with nothing left) still does.
+
+def summed_up(tracker: Tracker, parent_run_id: str, study: optuna.Study, best) -> bool:
+    """Whether the parent run's summary is of the study as it is now.
+
+    Called under the storage's lock once no trial runs: the first worker to get there sums the
+    study up (summary, test scores, promotion) and marks the parent run; workers finishing
+    together, and a re-run with nothing left to do, find the mark and do not do it again. A
+    re-run after the last worker died before summing up does it.
     """
-    trials = study.get_trials(deepcopy=False)
-    if any(t.state == optuna.trial.TrialState.RUNNING for t in trials):
-        return False
-    ended = [t for t in trials if t.datetime_complete is not None]
-    if not mine or not ended:
-        return True
-    last = max(ended, key=lambda t: (t.datetime_complete, t.number))
-    return last.number in mine
+    parent = tracker.client.get_run(parent_run_id)
+    return parent.data.tags.get(SUMMED_UP_TAG) == summary_mark(study, best)
+
+
+def summary_mark(study: optuna.Study, best) -> str:
+    best_number = "none" if best is None else best.number
+    return f"{finished_trials(study)} finished, best {best_number}"
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:

@@ -1,0 +1,286 @@
+"""Several workers on one study, and crash safety: real processes, real servers, real stores.
+
+Every worker is a `python -m harness.search` subprocess in its own process group with one
+torch thread; servers (PostgreSQL, `mlflow server`) bind 127.0.0.1 on free ports and are
+stopped by their fixtures.
+"""
+
+import time
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from harness.cli import run_main
+from harness.locks import creation_lock, with_installed_driver
+from harness.objective import FAIL_REASON_ATTR, RUN_ID_ATTR
+from harness.search import main
+from harness.studies import FINISHED_STATES, GRACE_HEARTBEATS
+from harness.tracking import CHECKPOINT_DIR, Tag
+from tests.servers import (
+    free_port,
+    postgres_bin_dir,
+    start_mlflow_server,
+    start_postgres,
+    start_worker,
+)
+
+TINY_SPACE = """
+[study]
+max_epochs = {max_epochs}
+image_size = 32
+sampler_startup_trials = 2
+pruner = "none"
+
+[params.depth]
+type = "int"
+low = 2
+high = 3
+
+[params.lr]
+type = "float"
+low = 1e-3
+high = 1e-2
+log = true
+
+[fixed]
+base_channels = 4
+batch_size = 16
+patience = {patience}
+aug_p = 0.0
+"""
+
+DATA = "synthetic:48"
+WORKER_TIMEOUT_S = 240
+TrialState = optuna.trial.TrialState
+
+
+def write_space(folder, max_epochs: int = 2, patience: int = 2):
+    path = folder / "tiny.toml"
+    path.write_text(TINY_SPACE.format(max_epochs=max_epochs, patience=patience))
+    return path
+
+
+def search_argv(space, study: str, storage: str, tracking_uri: str, trials: int, *extra: str):
+    return ["--space", str(space), "--data", DATA, "--study", study, "--trials", str(trials),
+            "--storage", storage, "--tracking-uri", tracking_uri,
+            "--no-promote", "--no-progress", *extra]  # fmt: skip
+
+
+def load_study(storage: str, name: str) -> optuna.Study:
+    with creation_lock(storage):
+        rdb = optuna.storages.RDBStorage(with_installed_driver(storage))
+    return optuna.load_study(study_name=name, storage=rdb)
+
+
+def study_runs(client: MlflowClient, study: str) -> tuple[list, list]:
+    """The study's parent runs and its trial runs."""
+    experiment = client.get_experiment_by_name(study)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert not [r for r in runs if r.info.status == "RUNNING"], "runs left RUNNING"
+    parents = [r for r in runs if r.data.tags.get(Tag.ROLE) == "study"]
+    trials = [r for r in runs if r.data.tags.get(Tag.ROLE) == "trial"]
+    assert len(parents) + len(trials) == len(runs)
+    return parents, trials
+
+
+def check_shared_study(storage: str, tracking_uri: str, name: str, target: int, outputs) -> None:
+    """Together the workers ran exactly `target` trials, each one run, under one parent run."""
+    study = load_study(storage, name)
+    trials = study.get_trials(deepcopy=False)
+    finished = [t for t in trials if t.state in FINISHED_STATES]
+    assert len(finished) == target
+    assert len({t.number for t in trials}) == len(trials)
+    for extra in (t for t in trials if t.state not in FINISHED_STATES):
+        # a worker that found the study full failed its new trial before opening a run
+        assert extra.state == TrialState.FAIL, extra
+        assert extra.user_attrs[FAIL_REASON_ATTR].startswith("surplus")
+        assert RUN_ID_ATTR not in extra.user_attrs
+    # the workers' samplers did not propose the same parameters to each other
+    assert len({tuple(sorted(t.params.items())) for t in finished}) == target
+
+    parents, runs = study_runs(MlflowClient(tracking_uri), name)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(runs) == target
+    assert {r.info.run_id for r in runs} == {t.user_attrs[RUN_ID_ATTR] for t in finished}
+    assert sorted(int(r.data.tags[Tag.TRIAL_NUMBER]) for r in runs) == sorted(
+        t.number for t in finished
+    )
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in runs)
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert "trials.csv" in {
+        a.path for a in MlflowClient(tracking_uri).list_artifacts(parents[0].info.run_id)
+    }
+    # exactly one worker summed the study up (test scores of the best trial)
+    assert sum("on the whole splits" in out for out in outputs) == 1, outputs
+    for out in outputs:
+        assert "database is locked" not in out and "Traceback" not in out, out
+
+
+def run_workers(argv: list[str], folder, count: int) -> list[str]:
+    workers = [start_worker(argv, folder, f"worker{i}") for i in range(count)]
+    try:
+        codes = [w.wait(WORKER_TIMEOUT_S) for w in workers]
+    finally:
+        for w in workers:
+            w.kill()
+    outputs = [w.output() for w in workers]
+    assert codes == [0] * count, "\n\n".join(outputs)
+    return outputs
+
+
+# --- PostgreSQL storage and an MLflow server: the set-up for many machines ---------------
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    bin_dir = postgres_bin_dir()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, postgres) not found; CI installs them")
+    server = start_postgres(bin_dir)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(postgres, tmp_path_factory):
+    """`mlflow server` with its backend in the same PostgreSQL server, artifacts proxied."""
+    backend = postgres.create_database("mlflow").replace("postgresql://", "postgresql+psycopg2://")
+    server = start_mlflow_server(backend, tmp_path_factory.mktemp("mlflow-server"))
+    yield server
+    server.stop()
+
+
+def test_three_workers_share_a_postgresql_study_and_an_mlflow_server(
+    postgres, mlflow_server, tmp_path
+):
+    storage = postgres.create_database("optuna_shared")
+    argv = search_argv(write_space(tmp_path), "shared", storage, mlflow_server.url, 4)
+
+    outputs = run_workers(argv, tmp_path, 3)
+
+    check_shared_study(storage, mlflow_server.url, "shared", 4, outputs)
+
+
+# --- the local default: SQLite files in the working directory ----------------------------
+
+
+def test_three_local_workers_share_a_sqlite_study(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = search_argv(write_space(tmp_path), "local", storage, tracking_uri, 4)
+
+    outputs = run_workers(argv, tmp_path, 3)
+
+    check_shared_study(storage, tracking_uri, "local", 4, outputs)
+
+
+# --- crash safety --------------------------------------------------------------------------
+
+
+def wait_for_running_trial(storage: str, study: str, number: int, timeout_s: float):
+    """Poll the Optuna storage until trial `number` is running, with its MLflow run and at
+    least one epoch behind it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            for trial in load_study(storage, study).get_trials(deepcopy=False):
+                if (
+                    trial.number == number
+                    and trial.state == TrialState.RUNNING
+                    and RUN_ID_ATTR in trial.user_attrs
+                    and trial.intermediate_values
+                ):
+                    return trial
+        except KeyError:  # the worker has not created the study yet
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"trial {number} of {study!r} never ran")
+
+
+def test_a_worker_killed_mid_trial_leaves_a_trial_the_next_run_fails_and_retries(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    heartbeat_s = 1
+    # trials long enough (10 epochs, no early stop) to be caught in the middle
+    space = write_space(tmp_path, max_epochs=10, patience=50)
+    argv = search_argv(space, "crash", storage, tracking_uri, 2, "--heartbeat", str(heartbeat_s))
+    client = MlflowClient(tracking_uri)
+
+    worker = start_worker(argv, tmp_path, "killed")
+    try:
+        victim = wait_for_running_trial(storage, "crash", 1, timeout_s=WORKER_TIMEOUT_S)
+    finally:
+        worker.kill()  # SIGKILL: no handler, no finally, no atexit runs
+    assert worker.process.returncode == -9, worker.output()
+    survivor = load_study(storage, "crash").trials[0]
+    assert survivor.state == TrialState.COMPLETE
+    survivor_run = client.get_run(survivor.user_attrs[RUN_ID_ATTR])
+    survivor_artifacts = client.list_artifacts(survivor_run.info.run_id, CHECKPOINT_DIR)
+    dead_run_id = victim.user_attrs[RUN_ID_ATTR]
+    assert client.get_run(dead_run_id).info.status == "RUNNING"  # what a crash leaves behind
+
+    time.sleep(GRACE_HEARTBEATS * heartbeat_s + 1)  # the dead trial's heartbeat goes stale
+    rerun = start_worker(argv, tmp_path, "rerun")
+    assert rerun.wait(WORKER_TIMEOUT_S) == 0, rerun.output()
+
+    trials = load_study(storage, "crash").trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    kept, dead, retried = trials
+    # the completed trial is untouched
+    assert (kept.value, kept.datetime_complete) == (survivor.value, survivor.datetime_complete)
+    assert kept.user_attrs[RUN_ID_ATTR] == survivor.user_attrs[RUN_ID_ATTR]
+    # the dead trial is retried with its parameters, in a new run
+    assert dead.number == victim.number and dead.params == victim.params
+    assert retried.params == victim.params
+    assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retried) == 1
+    assert retried.user_attrs[RUN_ID_ATTR] != dead_run_id
+
+    parents, runs = study_runs(client, "crash")  # nothing RUNNING
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    by_id = {r.info.run_id: r for r in runs}
+    assert set(by_id) == {t.user_attrs[RUN_ID_ATTR] for t in (kept, retried)} | {dead_run_id}
+    dead_run = by_id[dead_run_id]
+    assert dead_run.info.status == "FAILED"
+    assert dead_run.data.tags[Tag.TRIAL_STATE] == "FAIL"
+    assert "worker died" in dead_run.data.tags[Tag.FAIL_REASON]
+    for trial in (kept, retried):
+        run = by_id[trial.user_attrs[RUN_ID_ATTR]]
+        assert run.info.status == "FINISHED" and run.data.tags[Tag.TRIAL_STATE] == "COMPLETE"
+    kept_run = by_id[kept.user_attrs[RUN_ID_ATTR]]
+    assert kept_run.info.end_time == survivor_run.info.end_time
+    # (being the best trial, it has since gained its test scores; nothing it had changed)
+    assert survivor_run.data.metrics.items() <= kept_run.data.metrics.items()
+    assert survivor_run.data.params == kept_run.data.params
+    assert survivor_run.data.tags.items() <= kept_run.data.tags.items()
+    assert client.list_artifacts(kept_run.info.run_id, CHECKPOINT_DIR) == survivor_artifacts
+    assert survivor_artifacts and survivor_artifacts[0].file_size > 0
+
+
+# --- unreachable servers: one line, non-zero exit, before any training ----------------------
+
+
+def test_an_unreachable_tracking_server_stops_the_search_with_one_line(tmp_path, capsys):
+    space = write_space(tmp_path)
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    code = run_main(main, search_argv(space, "nowhere", "sqlite:///optuna.db", url, 1))
+
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and url in err and "unreachable" in err
+    assert "data" not in out  # stopped before loading data, let alone training
+    assert not (tmp_path / "optuna.db").exists()
+
+
+def test_an_unreachable_storage_stops_the_search_with_one_line(tmp_path, tracking_uri, capsys):
+    space = write_space(tmp_path)
+    storage = f"postgresql://harness:secret@127.0.0.1:{free_port()}/optuna"  # no server there
+    code = run_main(main, search_argv(space, "no-storage", storage, tracking_uri, 1))
+
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert "cannot open Optuna storage" in err and "127.0.0.1" in err
+    assert "secret" not in err  # the password is not printed
+    assert "study" not in out  # no study opened, no trial trained
+    assert MlflowClient(tracking_uri).get_experiment_by_name("no-storage") is None
