@@ -9,12 +9,13 @@ import time
 
 import optuna
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from harness.cli import run_main
 from harness.locks import creation_lock, with_installed_driver
 from harness.objective import FAIL_REASON_ATTR, RUN_ID_ATTR
-from harness.search import main
+from harness.search import SearchOptions, main, run_search
 from harness.studies import FINISHED_STATES, GRACE_HEARTBEATS
 from harness.tracking import CHECKPOINT_DIR, Tag
 from tests.servers import (
@@ -84,7 +85,9 @@ def study_runs(client: MlflowClient, study: str) -> tuple[list, list]:
     return parents, trials
 
 
-def check_shared_study(storage: str, tracking_uri: str, name: str, target: int, outputs) -> None:
+def check_shared_study(
+    storage: str, tracking_uri: str, name: str, target: int, outputs=None
+) -> None:
     """Together the workers ran exactly `target` trials, each one run, under one parent run."""
     study = load_study(storage, name)
     trials = study.get_trials(deepcopy=False)
@@ -111,6 +114,8 @@ def check_shared_study(storage: str, tracking_uri: str, name: str, target: int, 
     assert "trials.csv" in {
         a.path for a in MlflowClient(tracking_uri).list_artifacts(parents[0].info.run_id)
     }
+    if outputs is None:
+        return
     # exactly one worker summed the study up (test scores of the best trial)
     assert sum("on the whole splits" in out for out in outputs) == 1, outputs
     for out in outputs:
@@ -173,6 +178,19 @@ def test_three_local_workers_share_a_sqlite_study(tmp_path):
     outputs = run_workers(argv, tmp_path, 3)
 
     check_shared_study(storage, tracking_uri, "local", 4, outputs)
+
+
+def test_threads_of_one_worker_share_the_study(tmp_path, tracking_uri):
+    threads = torch.get_num_threads()
+    try:
+        options = SearchOptions(space=str(write_space(tmp_path)), data=DATA, study="threads",
+                                tracking_uri=tracking_uri, trials=3, n_jobs=2, promote=False,
+                                progress_bar=False)  # fmt: skip
+        run_search(options)
+    finally:
+        torch.set_num_threads(threads)  # --n-jobs shares the cores out for the whole process
+
+    check_shared_study(options.storage, tracking_uri, "threads", 3)
 
 
 # --- crash safety --------------------------------------------------------------------------
