@@ -6,12 +6,18 @@ cat against dog on the training split; the test split scores it. The original re
 classifier reached 63% but collapsed onto cats (dogs 0.13); balanced class weights and
 balanced accuracy as the model-selection score keep this one from doing that.
 
-Features (`--features`), from the deepest `--levels` encoder levels:
+Features (`--features`: parts joined by +), from the deepest `--levels` encoder levels, each
+averaged over the image and its mirror image:
 
 * `pooled`: global average and global max of every channel;
 * `masked`: average over the predicted pet pixels, average over the background, and max over
   the pet, with the model's own predicted mask downsampled to each level;
-* `masked+pooled`: both.
+* `grid`: pet-weighted averages in a 3 x 3 grid over the predicted pet's box, made
+  independent of which way the pet faces.
+
+Measured on the generated data (synthetic:1000 at 64 px; a depth-3, 16-channel UNet with
+test mean IoU 0.87; 700 training and 150 test images), test balanced accuracy: pooled 0.64,
+masked 0.70, masked+grid 0.77 (cats 0.74, dogs 0.81), the default.
 
 The encoder weights come from the source run's checkpoint (a plain state dict, loaded with
 `weights_only=True`): a registered model is an exported graph, so `models:/NAME@ALIAS` or
@@ -38,6 +44,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+from torchvision.ops import roi_align
 
 from harness import plots
 from harness.cli import positive_int, run_main
@@ -51,12 +58,13 @@ from harness.tracking import DEFAULT_TRACKING_URI, Param, Tag, Tracker
 from harness.trainer import EVAL_BATCH_SIZE, to_input
 
 EXPERIMENT = "harness-transfer"
-FEATURES = ("pooled", "masked", "masked+pooled")
-DEFAULT_FEATURES = "masked"
+FEATURE_PARTS = ("pooled", "masked", "grid")
+DEFAULT_FEATURES = "masked+grid"
 DEFAULT_LEVELS = 2
+GRID = 3  # cells across the pet's box
 # Inverse regularisation strengths tried; the one with the best validation balanced accuracy
 # is kept. Strong regularisation matters: a few hundred images, hundreds of features.
-C_GRID = (0.001, 0.01, 0.1, 1.0)
+C_GRID = (0.0001, 0.001, 0.01, 0.1, 1.0)
 TRANSFER_RUN_TAG = "harness.transfer_run_id"  # on the model version
 CONFUSION_FIGURE = "confusion_matrix.png"
 CONFUSION_JSON = "confusion_matrix.json"
@@ -116,8 +124,7 @@ class TransferResult:
 
 
 def run_transfer(options: TransferOptions) -> TransferResult:
-    if options.features not in FEATURES:
-        raise HarnessError(f"unknown features {options.features!r}: use {', '.join(FEATURES)}")
+    parts = parse_features(options.features)
     device = resolve_device(options.device)
     tracker = Tracker(options.tracking_uri)
     source = resolve_source(tracker, options.model, options.run_id)
@@ -131,7 +138,7 @@ def run_transfer(options: TransferOptions) -> TransferResult:
     model = load_encoder_source(tracker, source.run_id, device)
     sets = {name: labelled(getattr(splits, name), name) for name in ("train", "val", "test")}
     features = {
-        name: encoder_features(model, s.images, device, options.features, options.levels)
+        name: encoder_features(model, s.images, device, parts, options.levels)
         for name, s in sets.items()
     }
     classifier, c = fit_classifier(
@@ -222,43 +229,115 @@ def labelled(data: SegmentationSet, split: str) -> SegmentationSet:
     return known
 
 
-@torch.inference_mode()
+def parse_features(text: str) -> tuple[str, ...]:
+    """ "masked+grid" -> ("masked", "grid"); unknown parts are the user's error."""
+    parts = tuple(part.strip() for part in text.split("+"))
+    unknown = [part for part in parts if part not in FEATURE_PARTS]
+    if unknown or not parts:
+        raise HarnessError(
+            f"unknown features {text!r}: combine {', '.join(FEATURE_PARTS)} with +, e.g. {DEFAULT_FEATURES}"
+        )
+    return parts
+
+
 def encoder_features(
-    model: UNet, images: np.ndarray, device: torch.device, kind: str, levels: int
+    model: UNet, images: np.ndarray, device: torch.device, parts: tuple[str, ...], levels: int
 ) -> np.ndarray:
-    """float32 (N, F) features of uint8 (N, H, W, 3) images from the deepest `levels` levels."""
+    """float32 (N, F) features of uint8 (N, H, W, 3) images from the deepest `levels` levels,
+    averaged over each image and its mirror image: a pet faces left or right by chance (this
+    averaging was worth 1 to 3 points of balanced accuracy on the generated data)."""
+    mirrored = images[:, :, ::-1]
+    return (
+        _features(model, images, device, parts, levels)
+        + _features(model, mirrored, device, parts, levels)
+    ) / 2
+
+
+@torch.inference_mode()
+def _features(
+    model: UNet, images: np.ndarray, device: torch.device, parts: tuple[str, ...], levels: int
+) -> np.ndarray:
     captured: list[list[torch.Tensor]] = []
     # the encoder's output is kept as the model runs: one forward pass gives features and mask
     hook = model.encoder.register_forward_hook(lambda _m, _i, out: captured.append(out))
     rows = []
     try:
         for start in range(0, len(images), EVAL_BATCH_SIZE):
+            batch = np.ascontiguousarray(images[start : start + EVAL_BATCH_SIZE])
             captured.clear()
-            pet = torch.sigmoid(model(to_input(images[start : start + EVAL_BATCH_SIZE], device)))
-            levels_used = captured[0][-levels:]
-            rows.append(torch.cat([pool(f.float(), pet.float(), kind) for f in levels_used], 1))
+            pet = torch.sigmoid(model(to_input(batch, device)).float())
+            boxes = pet_boxes(pet)
+            maps = [f.float() for f in captured[0][-levels:]]
+            rows.append(torch.cat([pool(f, pet, boxes, parts) for f in maps], 1).cpu())
     finally:
         hook.remove()
-    return torch.cat(rows).cpu().numpy()
+    return torch.cat(rows).numpy()
 
 
-def pool(feature: torch.Tensor, pet: torch.Tensor, kind: str) -> torch.Tensor:
-    """(N, C, h, w) feature map and (N, 1, H, W) pet probability -> (N, k*C) pooled features."""
-    parts = []
-    if "pooled" in kind:
-        parts += [feature.mean((2, 3)), feature.amax((2, 3))]
-    if "masked" in kind:
-        weight = torch.nn.functional.adaptive_avg_pool2d(pet, feature.shape[-2:])
-        parts += [weighted_mean(feature, weight), weighted_mean(feature, 1 - weight)]
+def pool(
+    feature: torch.Tensor, pet: torch.Tensor, boxes: torch.Tensor, parts: tuple[str, ...]
+) -> torch.Tensor:
+    """(N, C, h, w) feature map, (N, 1, H, W) pet probability and its boxes -> (N, k*C)."""
+    out = []
+    weight = torch.nn.functional.adaptive_avg_pool2d(pet, feature.shape[-2:])
+    if "pooled" in parts:
+        out += [feature.mean((2, 3)), feature.amax((2, 3))]
+    if "masked" in parts:
+        out += [weighted_mean(feature, weight), weighted_mean(feature, 1 - weight)]
         # max over the pet; where no pixel is pet, over the whole map instead
         inside = weight > 0.5
         inside = inside | ~inside.flatten(1).any(1)[:, None, None, None]
-        parts.append(feature.masked_fill(~inside, float("-inf")).amax((2, 3)))
-    return torch.cat(parts, 1)
+        out.append(feature.masked_fill(~inside, float("-inf")).amax((2, 3)))
+    if "grid" in parts:
+        out.append(grid_features(feature, weight, boxes, pet.shape[-1]))
+    return torch.cat(out, 1)
 
 
 def weighted_mean(feature: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (feature * weight).sum((2, 3)) / weight.sum((2, 3)).clamp(min=1e-6)
+
+
+def pet_boxes(pet: torch.Tensor) -> torch.Tensor:
+    """(N, 5) boxes (index, x0, y0, x1, y1) in input pixels around each predicted pet; the
+    whole image where the model sees no pet."""
+    inside = pet[:, 0] > 0.5
+    rows, cols = inside.any(2), inside.any(1)
+    height, width = inside.shape[1:]
+    y0, x0 = rows.int().argmax(1), cols.int().argmax(1)
+    y1, x1 = height - rows.flip(1).int().argmax(1), width - cols.flip(1).int().argmax(1)
+    found = rows.any(1)
+    boxes = torch.stack(
+        [
+            torch.arange(len(pet), device=pet.device),
+            torch.where(found, x0, 0),
+            torch.where(found, y0, 0),
+            torch.where(found, x1, width),
+            torch.where(found, y1, height),
+        ],
+        1,
+    )
+    return boxes.float()
+
+
+def grid_features(
+    feature: torch.Tensor, weight: torch.Tensor, boxes: torch.Tensor, image_size: int
+) -> torch.Tensor:
+    """Pet-weighted means of the features in a GRID x GRID grid laid over the pet's box.
+
+    Global pooling forgets where things are; cats and dogs differ in parts (ears, muzzle,
+    tail) at places relative to the body. The grid keeps that, at the box's scale. Pets face
+    either way, so each cell is paired with its mirror cell: their mean and half their
+    absolute difference do not change when the pet turns around.
+    """
+    scale = feature.shape[-1] / image_size
+    align = {"output_size": GRID, "spatial_scale": scale, "sampling_ratio": 2, "aligned": True}
+    cells = roi_align(feature * weight, boxes, **align) / roi_align(weight, boxes, **align).clamp(
+        min=1e-3
+    )
+    mirror = cells.flip(-1)
+    return torch.cat(
+        [((cells + mirror) / 2).flatten(1), ((cells - mirror).abs() / 2).flatten(1)], 1
+    )
 
 
 def fit_classifier(
@@ -391,9 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--features",
-        choices=FEATURES,
         default=defaults.features,
-        help="how encoder features are pooled",
+        help="how encoder features are pooled: pooled, masked and grid joined by +",
     )
     parser.add_argument(
         "--levels", type=positive_int, default=defaults.levels, help="deepest encoder levels used"

@@ -93,6 +93,8 @@ def test_unresolvable_models_are_one_line_errors(champion, tracking_uri, capsys)
         assert code == 2 and len(err) == 1 and model in err[0], err
     code = run_main(transfer.main, ["--run-id", "0" * 32, "--tracking-uri", tracking_uri])
     assert code == 2 and "no MLflow run" in capsys.readouterr().err
+    code = run_main(transfer.main, ["--features", "masked+colour", "--tracking-uri", tracking_uri])
+    assert code == 2 and "colour" in capsys.readouterr().err
 
 
 def test_balanced_weights_keep_the_minority_class():
@@ -111,3 +113,21 @@ def test_balanced_weights_keep_the_minority_class():
     collapsed = transfer.species_scores(test_y, plain.predict(test_x))
     assert collapsed.per_class["dog"] < 0.3
     assert balanced.per_class["dog"] > 0.6 and balanced.per_class["cat"] > 0.6
+
+
+def test_grid_features_do_not_depend_on_which_way_the_pet_faces():
+    generator = torch.Generator().manual_seed(0)
+    feature = torch.randn(1, 4, 8, 8, generator=generator)
+    pet = torch.zeros(1, 1, 32, 32)
+    pet[0, 0, 8:20, 4:26] = 1.0  # an off-centre box: x 4..26, y 8..20
+    pet[0, 0, 8:12, 4:8] = 0.0  # and not symmetric inside it
+    boxes = transfer.pet_boxes(pet)
+    assert boxes.tolist() == [[0, 4, 8, 26, 20]]
+    weight = torch.nn.functional.adaptive_avg_pool2d(pet, (8, 8))
+    facing_right = transfer.grid_features(feature, weight, boxes, 32)
+    mirrored = transfer.pet_boxes(pet.flip(-1))
+    facing_left = transfer.grid_features(feature.flip(-1), weight.flip(-1), mirrored, 32)
+    assert facing_right.shape == (1, 2 * 4 * transfer.GRID**2)
+    torch.testing.assert_close(facing_right, facing_left)
+    # a pet the model does not see: the box is the whole image
+    assert transfer.pet_boxes(torch.zeros(1, 1, 32, 32)).tolist() == [[0, 0, 0, 32, 32]]
