@@ -24,6 +24,7 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+")
 # pg_advisory_lock's key: any constant 64-bit number that other software is unlikely to use
 ADVISORY_LOCK_KEY = 0x6861726E657373  # "harness"
 CONNECT_TIMEOUT_S = 10
+LOCK_TIMEOUT_S = 600
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -95,8 +96,16 @@ def _advisory_lock(url: str, what: str) -> Iterator[None]:
         reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
         raise HarnessError(f"cannot open {what} {redacted(url)!r}: {reason}") from None
     try:
+        # a worker whose machine vanished holds the lock until PostgreSQL notices: wait long
+        # enough for any summary, not for ever
+        connection.execute(sqlalchemy.text(f"SET lock_timeout = '{LOCK_TIMEOUT_S}s'"))
         lock = sqlalchemy.text("SELECT pg_advisory_lock(:key)")
-        connection.execute(lock, {"key": ADVISORY_LOCK_KEY})
+        try:
+            connection.execute(lock, {"key": ADVISORY_LOCK_KEY})
+        except sqlalchemy.exc.OperationalError:
+            raise HarnessError(
+                f"{what} {redacted(url)!r}: another worker held its lock for {LOCK_TIMEOUT_S} s"
+            ) from None
         connection.commit()
         yield
     finally:
