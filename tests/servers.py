@@ -107,8 +107,8 @@ def start_postgres(bin_dir: Path) -> PostgresServer:
     try:
         subprocess.run(
             [bin_dir / "initdb", "-D", data, "-U", PG_SUPERUSER, "--auth=trust", "-E", "UTF8",
-             "--no-sync", "--no-instructions"],
-            check=True, capture_output=True, text=True, **run_as,
+             "--no-sync", "--no-instructions", "--locale=C"],
+            check=True, capture_output=True, text=True, cwd=folder, **run_as,
         )  # fmt: skip
     except subprocess.CalledProcessError as error:
         shutil.rmtree(folder, ignore_errors=True)
@@ -121,7 +121,8 @@ def start_postgres(bin_dir: Path) -> PostgresServer:
             [bin_dir / "postgres", "-D", data, "-p", str(port), "-c", f"listen_addresses={HOST}",
              "-c", "unix_socket_directories=", "-c", "fsync=off", "-c", "full_page_writes=off",
              "-c", "synchronous_commit=off"],
-            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, **run_as,
+            stdout=log_file, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True,
+            **run_as,
         )  # fmt: skip
     server = PostgresServer(folder, port, process, log)
     try:
