@@ -211,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     print(f"report written: {path} (and {path.with_name(MARKDOWN_FILE)})")
+    if not args.no_log:
+        print(f"logged on the study's MLflow parent run under {REPORT_ARTIFACT_DIR}/")
     return 0
 
 

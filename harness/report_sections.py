@@ -220,8 +220,25 @@ def comparison_section(
             "Time per epoch is the mean measured epoch, validation included.",
             Table(scores_header, scores_rows),
             Table(params_header, params_rows),
+            *uncompleted_depths(record, {c.depth for c in contenders}),
         ],
     )
+
+
+def uncompleted_depths(record: StudyRecord, shown: set[int]) -> list[str]:
+    """A line for each depth the study tried without completing a trial of it."""
+    endings: dict[int, list[str]] = {}
+    for trial in record.trials(TrialState.PRUNED, TrialState.FAIL):
+        run = record.run_of(trial)
+        if run is not None and Param.DEPTH in run.data.params:
+            endings.setdefault(int(run.data.params[Param.DEPTH]), []).append(trial.state.name)
+    return [
+        f"Depth {depth}: no completed trial ("
+        + ", ".join(f"{states.count(s)} {s.lower()}" for s in sorted(set(states)))
+        + ")."
+        for depth, states in sorted(endings.items())
+        if depth not in shown
+    ]
 
 
 def learning_curves_section(contenders: list[Contender]) -> Section:

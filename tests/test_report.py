@@ -131,11 +131,17 @@ def test_the_report_has_every_section_and_figure(written, client):
 
 def test_best_trials_of_each_depth_get_their_final_scores_logged(written, client):
     result, _, _ = written
+    best = {}
     for trial in result.study.trials:
-        if trial.state.name != "COMPLETE":
-            continue
-        run = client.get_run(trial.user_attrs[RUN_ID_ATTR])
-        assert 0 <= run.data.metrics.get("test_iou", 0) <= 1
+        if trial.state.name == "COMPLETE":
+            depth = trial.params["depth"]
+            if depth not in best or trial.value > best[depth].value:
+                best[depth] = trial
+    assert len(best) == 2
+    for trial in best.values():
+        metrics = client.get_run(trial.user_attrs[RUN_ID_ATTR]).data.metrics
+        for name in ("final_train_iou", "final_val_iou", "test_iou", "test_accuracy"):
+            assert 0 <= metrics[name] <= 1
 
 
 class _Images(HTMLParser):
@@ -187,13 +193,21 @@ def test_every_figure_loads_in_headless_chromium(written, tmp_path):
 
 def test_user_errors_are_one_line(study, tracking_uri, capsys, tmp_path):
     _, storage = study
+    optuna.create_study(study_name="empty", storage=storage, load_if_exists=True)
     cases = [
         ["--study", "no-such-study", "--storage", storage],
+        ["--study", "empty", "--storage", storage],
         ["--study", "report", "--storage", f"sqlite:///{tmp_path / 'missing.db'}"],
         ["--study", "report", "--storage", storage, "--data", "synthetic:64"],
     ]
+    messages = []
     for args in cases:
         code = run_main(report.main, [*args, "--tracking-uri", tracking_uri, "--no-log"])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1, err
+        messages.append(err[0])
+    assert "no study 'no-such-study'" in messages[0] and "'report'" in messages[0]
+    assert "no completed trial" in messages[1]
+    assert "no Optuna storage" in messages[2]
+    assert "not the data" in messages[3]
     assert not (tmp_path / "missing.db").exists()
