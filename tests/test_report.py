@@ -84,20 +84,25 @@ def study(tmp_path_factory, tracking_uri):
         trials=4,
         promote=False,
         progress_bar=False,
+        cache_dir=str(folder / "cache"),  # module scope: the per-test cache dir is not set yet
     )
     result = run_search(options)
-    return result, storage
+    return result, storage, str(folder / "cache")
 
 
 @pytest.fixture(scope="module")
 def written(study, tracking_uri, tmp_path_factory):
-    result, storage = study
+    result, storage, cache_dir = study
     out = tmp_path_factory.mktemp("report-out")
-    path = report.make_report(
-        report.ReportOptions(
-            study="report", storage=storage, tracking_uri=tracking_uri, out=out, device="cpu"
-        )
+    options = report.ReportOptions(
+        study="report",
+        storage=storage,
+        tracking_uri=tracking_uri,
+        out=out,
+        device="cpu",
+        cache_dir=cache_dir,
     )
+    path = report.make_report(options)
     return result, out, path
 
 
@@ -192,7 +197,7 @@ def test_every_figure_loads_in_headless_chromium(written, tmp_path):
 
 
 def test_user_errors_are_one_line(study, tracking_uri, capsys, tmp_path):
-    _, storage = study
+    _, storage, _ = study
     optuna.create_study(study_name="empty", storage=storage, load_if_exists=True)
     cases = [
         ["--study", "no-such-study", "--storage", storage],
