@@ -84,13 +84,14 @@ def test_python_env_pins_the_project_s_dependencies():
     assert sys.version.startswith(env["python"].rsplit(".", 1)[0])
 
 
-def render(entry_point: str, tmp_path, params: dict, tracking_env: str | None) -> list[str]:
-    """The argv the entry point's command hands to python, as MLflow renders and runs it
-    (bash, in the project folder), with `python` swapped for a stub that records it."""
+def render(entry_point: str, tmp_path, params: dict, tracking_env: str | None):
+    """The folder the entry point's command runs python in and the argv it hands over, as
+    MLflow renders and runs it (bash, in the project folder), with `python` swapped for a
+    stub that records them."""
     command = load_project(str(PROJECT)).get_entry_point(entry_point).compute_command(params, None)
     stub = tmp_path / "bin" / "python"
     stub.parent.mkdir(exist_ok=True)
-    stub.write_text('#!/bin/sh\nprintf "%s\\0" "$PYTHONPATH" "$@" > "$ARGV_FILE"\n')
+    stub.write_text('#!/bin/sh\nprintf "%s\\0" "$PYTHONPATH" "$(pwd)" "$@" > "$ARGV_FILE"\n')
     stub.chmod(0o755)
     env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}"}
     env["ARGV_FILE"] = str(tmp_path / "argv")
@@ -98,51 +99,55 @@ def render(entry_point: str, tmp_path, params: dict, tracking_env: str | None) -
     if tracking_env:
         env["MLFLOW_TRACKING_URI"] = tracking_env
     subprocess.run(["bash", "-c", command], cwd=PROJECT, env=env, check=True)
-    pythonpath, *argv = (tmp_path / "argv").read_text().split("\0")[:-1]
-    assert pythonpath.split(":")[0] == ".."  # the repository root, from the project folder
+    pythonpath, cwd, *argv = (tmp_path / "argv").read_text().split("\0")[:-1]
+    assert pythonpath.split(":")[0] == str(PROJECT.parent)  # the repository root
     assert argv[:2] == ["-m", f"harness.{entry_point}"]
-    return argv[2:]
+    return Path(cwd), argv[2:]
 
 
 def test_the_search_command_passes_the_given_values_and_leaves_empty_ones_out(tmp_path):
-    argv = render("search", tmp_path, {"trials": 3, "study": "my study", "promote": "false",
-                                       "max_epochs": 2}, "sqlite:////data/team/mlflow.db")  # fmt: skip
+    team = tmp_path / "team"  # where `mlflow run` was run: its store is team/mlflow.db
+    params = {"trials": 3, "study": "my study", "promote": "false", "max_epochs": 2}
+    cwd, argv = render("search", tmp_path, params, f"sqlite:///{team}/mlflow.db")
     args = search.build_parser().parse_args(argv)
 
     assert args.trials == 3 and args.study == "my study" and args.max_epochs == 2
     assert args.no_promote and not args.no_progress
     assert args.image_size is None and args.timeout is None and args.pruner is None
-    # the store `mlflow run` records into, and the study beside it
-    assert args.tracking_uri == "sqlite:////data/team/mlflow.db"
-    assert args.storage == "sqlite:////data/team/optuna.db"
+    # the store `mlflow run` records into, the study beside it, run from there (./mlruns)
+    assert args.tracking_uri == f"sqlite:///{team}/mlflow.db"
+    assert args.storage == f"sqlite:///{team}/optuna.db"
+    assert cwd == team
 
 
 def test_explicit_stores_win_over_mlflow_run_s_own(tmp_path):
     params = {"tracking_uri": "http://mlflow:5000", "storage": "postgresql://u@db/optuna"}
-    args = search.build_parser().parse_args(
-        render("search", tmp_path, params, "sqlite:////elsewhere/mlflow.db")
-    )
+    cwd, argv = render("search", tmp_path, params, f"sqlite:///{tmp_path}/mlflow.db")
+    args = search.build_parser().parse_args(argv)
     assert (args.tracking_uri, args.storage) == ("http://mlflow:5000", "postgresql://u@db/optuna")
+    assert cwd == PROJECT  # MLflow's choice, with nothing local to go by
 
     # a tracking server but no storage: a local study file, as the command's own default
-    args = search.build_parser().parse_args(
-        render("search", tmp_path, {"tracking_uri": "http://mlflow:5000"}, None)
-    )
-    assert args.storage == "sqlite:///optuna.db"
+    _, argv = render("search", tmp_path, {"tracking_uri": "http://mlflow:5000"}, None)
+    assert search.build_parser().parse_args(argv).storage == "sqlite:///optuna.db"
+
+    # a relative SQLite file is relative to the project folder, made absolute
+    cwd, argv = render("search", tmp_path, {"tracking_uri": "sqlite:///mlflow.db"}, None)
+    args = search.build_parser().parse_args(argv)
+    assert args.tracking_uri == f"sqlite:///{PROJECT}/mlflow.db" and cwd == PROJECT
 
 
 def test_the_train_and_promote_commands(tmp_path):
-    args = train.build_parser().parse_args(
-        render("train", tmp_path, {"lr": 0.01, "run_name": "a b"}, "sqlite:////x/mlflow.db")
-    )
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    cwd, argv = render("train", tmp_path, {"lr": 0.01, "run_name": "a b"}, store)
+    args = train.build_parser().parse_args(argv)
     assert args.lr == 0.01 and args.run_name == "a b" and args.depth == 3
-    assert args.tracking_uri == "sqlite:////x/mlflow.db"
+    assert args.tracking_uri == store and cwd == tmp_path
 
-    args = promote.build_parser().parse_args(
-        render("promote", tmp_path, {"study": "unet", "force": "true"}, "sqlite:////x/mlflow.db")
-    )
+    _, argv = render("promote", tmp_path, {"study": "unet", "force": "true"}, store)
+    args = promote.build_parser().parse_args(argv)
     assert args.study == "unet" and args.run_id is None and args.force
-    assert args.storage == "sqlite:////x/optuna.db"
+    assert args.storage == f"sqlite:///{tmp_path}/optuna.db"
 
 
 def test_mlflow_run_search_records_the_study_where_it_is_told(tmp_path, tracking_uri):
@@ -171,6 +176,10 @@ def test_mlflow_run_search_records_the_study_where_it_is_told(tmp_path, tracking
 
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("mlproject")
+    # run beside the tracking store: artifacts in its ./mlruns, not in the project folder
+    store_folder = Path(tracking_uri.removeprefix("sqlite:///")).parent
+    assert experiment.artifact_location.startswith((str(store_folder), f"file://{store_folder}"))
+    assert not (PROJECT / "mlruns").exists()
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(r.data.tags[Tag.ROLE] for r in runs) == ["study", "trial", "trial"]
     assert all(r.info.status == "FINISHED" for r in runs)
