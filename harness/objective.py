@@ -63,6 +63,8 @@ class Objective:
             trial.study, trial.number, self.target_trials
         ):
             trial.set_user_attr(FAIL_REASON_ATTR, "surplus: the study already has its trials")
+            if RUN_ID_ATTR in trial.user_attrs:  # a retry inherits its dead trial's run id
+                trial.set_user_attr(RUN_ID_ATTR, "")
             trial.study.stop()
             raise SurplusTrialError(f"study has {self.target_trials} trials")
         config = self.space.suggest(
