@@ -16,7 +16,8 @@ from harness.cli import run_main
 from harness.locks import creation_lock, with_installed_driver
 from harness.objective import FAIL_REASON_ATTR, RUN_ID_ATTR
 from harness.search import SearchOptions, main, run_search
-from harness.studies import FINISHED_STATES, GRACE_HEARTBEATS
+from harness.spaces import load_space
+from harness.studies import FINISHED_STATES, GRACE_HEARTBEATS, make_sampler
 from harness.tracking import CHECKPOINT_DIR, Tag
 from tests.servers import (
     free_port,
@@ -191,6 +192,27 @@ def test_threads_of_one_worker_share_the_study(tmp_path, tracking_uri):
         torch.set_num_threads(threads)  # --n-jobs shares the cores out for the whole process
 
     check_shared_study(options.storage, tracking_uri, "threads", 3)
+
+
+def test_workers_and_resumed_studies_do_not_repeat_trials():
+    """The sampler is seeded per trial number: a second sampler with the same seed on the same
+    study (another worker, or a resumed run) continues the sequence instead of repeating it."""
+    settings = load_space("unet").study
+    storage = optuna.storages.InMemoryStorage()
+
+    def objective(trial):
+        return trial.suggest_float("x", 0, 1) + trial.suggest_int("depth", 2, 5)
+
+    first = optuna.create_study(study_name="s", storage=storage, sampler=make_sampler(settings, 0))
+    first.optimize(objective, n_trials=3)
+    resumed = optuna.load_study(study_name="s", storage=storage, sampler=make_sampler(settings, 0))
+    resumed.optimize(objective, n_trials=3)
+    straight = optuna.create_study(sampler=make_sampler(settings, 0))
+    straight.optimize(objective, n_trials=6)
+
+    params = [t.params for t in resumed.trials]
+    assert len({tuple(p.items()) for p in params}) == 6
+    assert params == [t.params for t in straight.trials]  # as if never interrupted
 
 
 # --- crash safety --------------------------------------------------------------------------
