@@ -27,6 +27,8 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r".*is experimental.*")
     warnings.filterwarnings("ignore", message=r".*experimental feature.*")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # with an http tracking server MLflow prints two "View run" links per run ended
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def positive_int(text: str) -> int:
@@ -41,6 +43,35 @@ def probability(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
+
+
+DATA_HELP = (
+    "synthetic[:N] (generated pets), oxford-pet:PATH (Oxford-IIIT Pet layout) "
+    "or folder:PATH (images/ and masks/ paired by file stem)"
+)
+DEVICE_HELP = "auto, cpu, cuda or cuda:N"
+PRECISION_HELP = "autocast dtype; auto = bf16 where the CPU or GPU does it natively, else fp32"
+
+
+def add_data_flags(parser, *, default: str, image_size_default: int | None, image_size_help: str):
+    """--data, --image-size and --cache-dir, as every command that loads data spells them."""
+    parser.add_argument("--data", default=default, help=DATA_HELP)
+    parser.add_argument(
+        "--image-size", type=positive_int, default=image_size_default, help=image_size_help
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="decoded-data cache (default $HARNESS_CACHE_DIR or ~/.cache/harness)",
+    )
+
+
+def add_compute_flags(parser, *, device_help: str = DEVICE_HELP):
+    """--device and --precision for the commands that train."""
+    from harness.trainer import PRECISIONS  # torch is imported only by commands that train
+
+    parser.add_argument("--device", default="auto", help=device_help)
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
 
 
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:

@@ -10,7 +10,6 @@ again, for a study searched with `--no-promote`, or for a plain `harness.train` 
 
 import argparse
 import sys
-from pathlib import Path
 
 from harness.cli import run_main
 from harness.errors import HarnessError
@@ -21,18 +20,10 @@ from harness.tracking import DEFAULT_TRACKING_URI, Tracker
 
 def best_run_id(study_name: str, storage: str) -> str:
     """The MLflow run of the study's best completed trial."""
-    import optuna
-
     from harness.objective import RUN_ID_ATTR
+    from harness.studies import load_study
 
-    _check_sqlite_exists(storage)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:
-        raise HarnessError(f"no study {study_name!r} in Optuna storage {storage}") from None
-    except Exception as error:  # bad URL, unreachable database, ...
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise HarnessError(f"cannot open Optuna storage {storage!r}: {reason}") from None
+    study = load_study(storage, study_name)
     try:
         best = study.best_trial
     except (ValueError, RuntimeError):
@@ -43,15 +34,6 @@ def best_run_id(study_name: str, storage: str) -> str:
             f"trial {best.number} of study {study_name!r} has no MLflow run ({RUN_ID_ATTR})"
         )
     return run_id
-
-
-def _check_sqlite_exists(storage: str) -> None:
-    # optuna.load_study would create an empty database file rather than say it is missing
-    prefix = "sqlite:///"
-    if storage.startswith(prefix):
-        path = storage[len(prefix) :]
-        if path and path != ":memory:" and not Path(path).exists():
-            raise HarnessError(f"no Optuna storage at {path} ({storage})")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,7 +44,7 @@ from harness.report_sections import (
     predictions_section,
     pruning_section,
 )
-from harness.studies import DEFAULT_STORAGE, PARENT_RUN_ATTR, make_storage
+from harness.studies import DEFAULT_STORAGE, PARENT_RUN_ATTR, load_study
 from harness.tracking import DEFAULT_TRACKING_URI, Param, Tracker
 
 REPORT_ARTIFACT_DIR = "report"
@@ -116,21 +116,6 @@ def read_study(tracker: Tracker, storage_url: str, name: str) -> StudyRecord:
     return StudyRecord(
         study, tracker, parent_run_id, {r.info.run_id: r for r in children}, max_epochs
     )
-
-
-def load_study(storage_url: str, name: str) -> optuna.Study:
-    if storage_url.startswith("sqlite:///"):
-        # Optuna would create an empty database here; a typo deserves an error instead.
-        path = Path(storage_url.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise HarnessError(f"no Optuna storage at {path} (--storage {storage_url})")
-    storage = make_storage(storage_url)
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
-        known = ", ".join(repr(n) for n in names) or "none"
-        raise HarnessError(f"no study {name!r} in {storage_url} (studies: {known})") from None
 
 
 def study_splits(study: optuna.Study, data: str | None, cache_dir: str | None) -> Splits:

@@ -14,7 +14,7 @@ import optuna
 import torch
 from mlflow.entities import RunStatus
 
-from harness.cli import positive_int, run_main
+from harness.cli import add_compute_flags, add_data_flags, positive_int, run_main
 from harness.data import DEFAULT_SPEC, load_splits
 from harness.devices import resolve_device
 from harness.errors import HarnessError
@@ -45,7 +45,7 @@ from harness.tracking import (
     load_checkpoint,
     split_metrics,
 )
-from harness.trainer import PRECISIONS, build_model
+from harness.trainer import build_model
 
 EVALUATED_TRIAL_TAG = "harness.evaluated_trial"
 SUMMED_UP_TAG = "harness.summed_up"  # the study state the parent run's summary is of
@@ -300,11 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.space,
         help="search space: a name in search_spaces/ or a path to a .toml file",
     )
-    parser.add_argument(
-        "--data", default=defaults.data, help="synthetic[:N], oxford-pet:PATH or folder:PATH"
-    )
-    parser.add_argument(
-        "--image-size", type=positive_int, default=None, help="override the space file's image_size"
+    add_data_flags(
+        parser,
+        default=defaults.data,
+        image_size_default=None,
+        image_size_help="override the space file's image_size",
     )
     parser.add_argument(
         "--max-epochs", type=positive_int, default=None, help="override the space file's max_epochs"
@@ -337,27 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="stop starting new trials after this many seconds",
     )
-    parser.add_argument(
-        "--device",
-        default=defaults.device,
-        help="auto, cpu, cuda or cuda:N; with several GPUs, auto spreads concurrent trials round-robin",
-    )
-    parser.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=defaults.precision,
-        help="autocast dtype; auto = bf16 where the CPU or GPU does it natively, else fp32",
+    add_compute_flags(
+        parser,
+        device_help="auto, cpu, cuda or cuda:N; with several GPUs, auto spreads concurrent trials round-robin",
     )
     parser.add_argument(
         "--heartbeat",
         type=positive_int,
         default=defaults.heartbeat_s,
         help="seconds between a trial's heartbeats; a trial silent for 4 heartbeats is failed and retried",
-    )
-    parser.add_argument(
-        "--cache-dir",
-        default=None,
-        help="decoded-data cache (default $HARNESS_CACHE_DIR or ~/.cache/harness)",
     )
     parser.add_argument(
         "--registered-model",

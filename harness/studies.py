@@ -1,13 +1,14 @@
 """The Optuna side of a search: storage, sampler, pruner, and opening a study to resume it."""
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.errors import HarnessError
-from harness.locks import creation_lock, redacted, with_installed_driver
+from harness.locks import creation_lock, redacted, sqlite_path, with_installed_driver
 from harness.spaces import StudySettings
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -162,3 +163,18 @@ def is_surplus(study: optuna.Study, trial_number: int, target: int) -> bool:
     alive = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     earlier = [t for t in study.get_trials(deepcopy=False, states=alive) if t.number < trial_number]
     return len(earlier) >= target
+
+
+def load_study(storage_url: str, name: str) -> optuna.Study:
+    """An existing study, for commands that read one (report, promote)."""
+    path = sqlite_path(storage_url)
+    # Optuna would create an empty database here; a typo deserves an error instead.
+    if path is not None and not Path(path).is_file():
+        raise HarnessError(f"no Optuna storage at {path} (--storage {storage_url})")
+    storage = make_storage(storage_url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+        known = ", ".join(repr(n) for n in names) or "none"
+        raise HarnessError(f"no study {name!r} in {storage_url} (studies: {known})") from None

@@ -3,12 +3,12 @@
 import argparse
 import sys
 
-from harness.cli import positive_int, probability, run_main
+from harness.cli import add_compute_flags, add_data_flags, positive_int, probability, run_main
 from harness.data import DEFAULT_SPEC, load_splits
 from harness.devices import resolve_device
 from harness.runs import log_evaluation, train_tracked
 from harness.tracking import DEFAULT_TRACKING_URI, Tag, Tracker, check_reachable
-from harness.trainer import PRECISIONS, TrainConfig
+from harness.trainer import TrainConfig
 
 DEFAULTS = TrainConfig()
 
@@ -19,20 +19,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one UNet with the shared trainer and record it as one MLflow run.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    data = parser.add_argument_group("data")
-    data.add_argument(
-        "--data",
+    add_data_flags(
+        parser.add_argument_group("data"),
         default=DEFAULT_SPEC,
-        help="synthetic[:N] (generated pets), oxford-pet:PATH (Oxford-IIIT Pet layout) "
-        "or folder:PATH (images/ and masks/ paired by file stem)",
-    )
-    data.add_argument(
-        "--image-size", type=positive_int, default=64, help="images are resized to this square size"
-    )
-    data.add_argument(
-        "--cache-dir",
-        default=None,
-        help="decoded-data cache (default $HARNESS_CACHE_DIR or ~/.cache/harness)",
+        image_size_default=64,
+        image_size_help="images are resized to this square size",
     )
     model = parser.add_argument_group("model and training")
     model.add_argument(
@@ -65,13 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.seed,
         help="seeds weights, batch order and augmentation",
     )
-    model.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help="autocast dtype; auto = bf16 where the CPU or GPU does it natively, else fp32",
-    )
-    model.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    add_compute_flags(model)
     tracking = parser.add_argument_group("tracking")
     tracking.add_argument(
         "--tracking-uri",
