@@ -21,21 +21,20 @@ from harness.report_document import Block, Image, Section, Table
 from harness.runs import evaluate_splits
 from harness.search import load_trial_model
 from harness.study_summary import study_figure
-from harness.tracking import SCORES, SPLITS, Metric, Param, Tracker, final_metric, split_metrics
+from harness.tracking import (
+    EPOCH_METRICS,
+    SCORES,
+    SPLITS,
+    Metric,
+    Param,
+    Tracker,
+    final_metric,
+    split_metrics,
+)
 from harness.trainer import EpochResult, StopReason, predict_masks
 
 # Parameters in the order the original report discussed them; others follow by name.
 PARAM_ORDER = (Param.DEPTH, Param.LR, Param.BATCH_SIZE, Param.PATIENCE, Param.AUG_P)
-HISTORY_METRICS = (
-    Metric.TRAIN_LOSS,
-    Metric.VAL_LOSS,
-    Metric.TRAIN_IOU,
-    Metric.VAL_IOU,
-    Metric.TRAIN_ACCURACY,
-    Metric.VAL_ACCURACY,
-    Metric.VAL_FG_IOU,
-    Metric.EPOCH_TIME_S,
-)
 
 
 @dataclass
@@ -97,7 +96,7 @@ def run_history(tracker: Tracker, run_id: str) -> list[EpochResult]:
         name: {
             m.step: m.value for m in mlflow_call(tracker.client.get_metric_history, run_id, name)
         }
-        for name in HISTORY_METRICS
+        for name in EPOCH_METRICS
     }
     nan = float("nan")
     epochs = sorted(set(series[Metric.TRAIN_LOSS]) & set(series[Metric.VAL_LOSS]))

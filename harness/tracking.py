@@ -64,6 +64,18 @@ class Metric:
     TRAIN_TIME_S = "train_time_s"
 
 
+EPOCH_METRICS = (
+    Metric.TRAIN_LOSS,
+    Metric.VAL_LOSS,
+    Metric.TRAIN_IOU,
+    Metric.VAL_IOU,
+    Metric.TRAIN_ACCURACY,
+    Metric.VAL_ACCURACY,
+    Metric.VAL_FG_IOU,
+    Metric.EPOCH_TIME_S,
+)
+
+
 def final_metric(split: str, score: str) -> str:
     """Name of a score of the restored best weights on a whole split: e.g. `test_iou`.
 
