@@ -62,16 +62,18 @@ def study_figure(study: optuna.Study, plot):
     """One of Optuna's matplotlib plots, or None while the study is too small to draw it."""
     if len(completed(study)) < 2:
         return None
+    # Optuna flags its matplotlib plots as experimental, and the parallel-coordinate plot's
+    # colour bar defeats tight_layout; neither is the user's business.
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Optuna flags its matplotlib plots as experimental
+        warnings.simplefilter("ignore")
         try:
             axes = plot(study)
         except (ValueError, RuntimeError):
             return None  # e.g. importances when every trial has the same params
-    axes = axes.flat[0] if hasattr(axes, "flat") else axes
-    figure = axes.get_figure()
-    figure.set_size_inches(9, 5)
-    figure.tight_layout()
+        axes = axes.flat[0] if hasattr(axes, "flat") else axes
+        figure = axes.get_figure()
+        figure.set_size_inches(9, 5)
+        figure.tight_layout()
     return figure
 
 
