@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,13 +60,34 @@ class SegmentationSet:
         if index.dtype == bool:
             index = np.flatnonzero(index)
         index = index.astype(np.intp, copy=False)
-        # np.asarray drops the memmap subclass of cached arrays; indexing copies into memory.
         return SegmentationSet(
-            images=np.asarray(self.images)[index],
-            masks=np.asarray(self.masks)[index],
-            species=np.asarray(self.species)[index],
+            images=_gather(self.images, index),
+            masks=_gather(self.masks, index),
+            species=_gather(self.species, index),
             names=tuple(self.names[i] for i in index.tolist()),
         )
+
+
+GATHER_CHUNK = 32  # rows copied between two releases of a memory-mapped source's pages
+
+
+def _gather(array: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """`array[index]` as a plain in-memory array, without the source's pages piling up.
+
+    Pages of a memory-mapped cache file that the copy reads count as our resident memory
+    until released: copying the whole Oxford set at 256x256 into its splits would hold 1.9 GB
+    of mapped pages on top of the 1.9 GB of copies. Releasing them chunk by chunk
+    (MADV_DONTNEED: they stay in the page cache, only our mapping lets go) keeps the peak
+    at the copies alone.
+    """
+    mapping = getattr(array, "_mmap", None)  # set on np.load(mmap_mode=...) arrays and views
+    out = np.empty((len(index), *array.shape[1:]), array.dtype)
+    for start in range(0, len(index), GATHER_CHUNK):
+        chunk = index[start : start + GATHER_CHUNK]
+        out[start : start + len(chunk)] = array[chunk]
+        if mapping is not None:
+            mapping.madvise(mmap.MADV_DONTNEED)
+    return out
 
 
 @dataclass(frozen=True, eq=False)
