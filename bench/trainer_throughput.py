@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--skip-rss", action="store_true", help="skip the 256x256 memory check")
+    parser.add_argument("--rss-only", action="store_true", help="only the 256x256 memory check")
     parser.add_argument("--rss-data", default="synthetic:7400")
     parser.add_argument("--rss-base-channels", type=int, default=8)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -75,6 +76,13 @@ def main() -> None:
         return
 
     print(f"machine: {machine()}")
+    if not args.rss_only:
+        measure_throughput(args)
+    if not args.skip_rss:
+        measure_rss(args)
+
+
+def measure_throughput(args) -> None:
     splits = load_splits(args.data, 64)
     x, y = as_tensors(splits.train.images, splits.train.masks)
     val_x, _ = as_tensors(splits.val.images, splits.val.masks)
@@ -108,17 +116,18 @@ def main() -> None:
                     flush=True,
                 )
 
-    if not args.skip_rss:
-        child = subprocess.run(
-            [sys.executable, __file__, "--child", "--rss-data", args.rss_data, "--rss-base-channels", str(args.rss_base_channels)],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        result = json.loads(child.stdout.strip().splitlines()[-1])
-        print(
-            f"{args.rss_data} at 256x256 ({result['images']} images), cold load + 1 epoch "
-            f"(depth 3, base {args.rss_base_channels}, {result['epoch_s']:.0f} s): peak RSS "
-            f"{result['peak_after_load_mb'] / 1024:.2f} GB after load, {result['peak_mb'] / 1024:.2f} GB in all (target < 3 GB)"
-        )
+
+def measure_rss(args) -> None:
+    child = subprocess.run(
+        [sys.executable, __file__, "--child", "--rss-data", args.rss_data, "--rss-base-channels", str(args.rss_base_channels)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    print(
+        f"{args.rss_data} at 256x256 ({result['images']} images), cold load + 1 epoch "
+        f"(depth 3, base {args.rss_base_channels}, {result['epoch_s']:.0f} s): peak RSS "
+        f"{result['peak_after_load_mb'] / 1024:.2f} GB after load, {result['peak_mb'] / 1024:.2f} GB in all (target < 3 GB)"
+    )
 
 
 if __name__ == "__main__":
