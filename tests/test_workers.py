@@ -5,6 +5,7 @@ torch thread; servers (PostgreSQL, `mlflow server`) bind 127.0.0.1 on free ports
 stopped by their fixtures.
 """
 
+import signal
 import time
 
 import optuna
@@ -324,3 +325,26 @@ def test_an_unreachable_storage_stops_the_search_with_one_line(tmp_path, trackin
     assert "secret" not in err  # the password is not printed
     assert "study" not in out  # no study opened, no trial trained
     assert MlflowClient(tracking_uri).get_experiment_by_name("no-storage") is None
+
+
+def test_ctrl_c_stops_the_search_cleanly(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = write_space(tmp_path, max_epochs=10, patience=50)
+    worker = start_worker(
+        search_argv(space, "ctrl-c", storage, tracking_uri, 3), tmp_path, "ctrl-c"
+    )
+    try:
+        wait_for_running_trial(storage, "ctrl-c", 0, timeout_s=WORKER_TIMEOUT_S)
+        worker.process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        assert worker.wait(WORKER_TIMEOUT_S) == 130, worker.output()
+    finally:
+        worker.kill()
+    assert "interrupted" in worker.output() and "Traceback" not in worker.output()
+
+    trials = load_study(storage, "ctrl-c").trials
+    assert [t.state for t in trials] == [TrialState.FAIL]  # Optuna's state for an interrupted trial
+    parents, runs = study_runs(MlflowClient(tracking_uri), "ctrl-c")
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert [r.info.status for r in runs] == ["KILLED"]
+    assert runs[0].data.tags[Tag.FAIL_REASON] == "interrupted"
