@@ -24,7 +24,14 @@ from harness.models import MAX_DEPTH, MIN_DEPTH, UNet
 # A constant 0.5 prediction scores ln 2 = 0.69; a mean BCE this high means the weights blew up
 # (with BatchNorm the training loss may recover while the running statistics stay wrecked).
 DIVERGED_LOSS = 100.0
-EVAL_BATCH_SIZE = 64
+EVAL_BATCH_SIZE = 64  # at 64x64; larger images get proportionally fewer per batch
+EVAL_BATCH_PIXELS = EVAL_BATCH_SIZE * 64 * 64
+
+
+def eval_batch_size(images: np.ndarray) -> int:
+    """Images per inference batch: a constant number of pixels, so that evaluating 256x256
+    images holds no more activations than evaluating 64x64 ones."""
+    return max(1, EVAL_BATCH_PIXELS // (images.shape[1] * images.shape[2]))
 
 
 class DivergedError(HarnessError):
@@ -142,11 +149,12 @@ def evaluate(
     model: nn.Module,
     data: SegmentationSet,
     device: torch.device,
-    batch_size: int = EVAL_BATCH_SIZE,
+    batch_size: int | None = None,
     dtype: torch.dtype | None = None,
 ) -> tuple[float, Scores]:
     """Mean BCE loss and scores of `model` on `data`, unaugmented (autocast to `dtype`)."""
     model.eval()
+    batch_size = batch_size or eval_batch_size(data.images)
     images, masks = torch.from_numpy(data.images), torch.from_numpy(data.masks)
     cm = torch.zeros(2, 2, dtype=torch.long, device=device)
     loss_sum = torch.zeros((), device=device)
@@ -164,10 +172,11 @@ def evaluate(
 def predict_masks(model: nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
     """uint8 (N, H, W, 3) -> uint8 (N, H, W) masks in {0, 1}."""
     model.eval()
+    batch_size = eval_batch_size(images)
     out = []
     with torch.inference_mode():
-        for start in range(0, len(images), EVAL_BATCH_SIZE):
-            logits = model(to_input(images[start : start + EVAL_BATCH_SIZE], device))
+        for start in range(0, len(images), batch_size):
+            logits = model(to_input(images[start : start + batch_size], device))
             out.append((logits[:, 0] > 0).to(torch.uint8).cpu().numpy())
     return np.concatenate(out)
 

@@ -55,7 +55,7 @@ from harness.models import UNet
 from harness.registry import CHAMPION, DEFAULT_REGISTERED_MODEL, VersionTag
 from harness.search import load_trial_model
 from harness.tracking import DEFAULT_TRACKING_URI, Param, Tag, Tracker
-from harness.trainer import EVAL_BATCH_SIZE, to_input
+from harness.trainer import eval_batch_size, to_input
 
 EXPERIMENT = "harness-transfer"
 FEATURE_PARTS = ("pooled", "masked", "grid")
@@ -262,8 +262,9 @@ def _features(
     hook = model.encoder.register_forward_hook(lambda _m, _i, out: captured.append(out))
     rows = []
     try:
-        for start in range(0, len(images), EVAL_BATCH_SIZE):
-            batch = np.ascontiguousarray(images[start : start + EVAL_BATCH_SIZE])
+        batch_size = eval_batch_size(images)
+        for start in range(0, len(images), batch_size):
+            batch = np.ascontiguousarray(images[start : start + batch_size])
             captured.clear()
             pet = torch.sigmoid(model(to_input(batch, device)).float())
             boxes = pet_boxes(pet)
