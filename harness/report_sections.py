@@ -18,8 +18,7 @@ from harness.errors import HarnessError
 from harness.metrics import Scores, confusion_matrix
 from harness.objective import RUN_ID_ATTR, STOP_REASON_ATTR
 from harness.report_document import Block, Image, Section, Table
-from harness.runs import evaluate_splits
-from harness.search import load_trial_model
+from harness.runs import evaluate_splits, load_run_model
 from harness.study_summary import study_figure
 from harness.tracking import (
     EPOCH_METRICS,
@@ -141,7 +140,7 @@ def split_scores(
     scores = logged_scores(run)
     if scores is None:
         run_id = run.info.run_id
-        model = mlflow_call(load_trial_model, record.tracker, run_id, device)
+        model = mlflow_call(load_run_model, record.tracker, run_id, device)
         scores = evaluate_splits(model, splits, device)
         # logged on the trial's run: the next report (and the registry) can read them there
         record.tracker.log(run_id, split_metrics(scores))
@@ -420,7 +419,7 @@ def predictions_section(
     record: StudyRecord, splits: Splits, device: torch.device, samples: int, worst: int
 ) -> Section:
     best = record.study.best_trial
-    model = mlflow_call(load_trial_model, record.tracker, best.user_attrs[RUN_ID_ATTR], device)
+    model = mlflow_call(load_run_model, record.tracker, best.user_attrs[RUN_ID_ATTR], device)
     test = splits.test
     predictions = predict_masks(model, test.images, device)
     ious = per_image_iou(predictions, test.masks)

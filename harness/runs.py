@@ -3,8 +3,10 @@
 Used by `harness.train` (one run) and `harness.search` (one child run per trial).
 """
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,12 +14,23 @@ import torch
 from harness import plots
 from harness.data import Splits
 from harness.metrics import Scores
-from harness.tracking import Param, Tag, Tracker, epoch_metrics, fit_metrics, split_metrics
+from harness.tracking import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_FILE,
+    Param,
+    Tag,
+    Tracker,
+    epoch_metrics,
+    fit_metrics,
+    load_checkpoint,
+    split_metrics,
+)
 from harness.trainer import (
     EpochHook,
     FitResult,
     TrainConfig,
     autocast_dtype,
+    build_model,
     evaluate,
     fit,
     predict_masks,
@@ -68,6 +81,18 @@ def train_tracked(
     tracker.log_figure(run_id, figure, "learning_curves.png")
     plots.close(figure)
     return result
+
+
+def load_run_model(tracker: Tracker, run_id: str, device: torch.device) -> torch.nn.Module:
+    """The UNet a run trained: its params and its checkpoint (read with weights_only=True)."""
+    run = tracker.client.get_run(run_id)
+    depth = int(run.data.params[Param.DEPTH])
+    base_channels = int(run.data.params[Param.BASE_CHANNELS])
+    model = build_model(depth, base_channels, device)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = tracker.client.download_artifacts(run_id, f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}", tmp)
+        model.load_state_dict(load_checkpoint(Path(path)))
+    return model
 
 
 def evaluate_splits(

@@ -6,9 +6,7 @@ Re-running the same command resumes the study and runs only the trials that are 
 import argparse
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import optuna
 import torch
@@ -21,7 +19,7 @@ from harness.errors import HarnessError
 from harness.locks import creation_lock
 from harness.objective import FAIL, FAILED, FINISHED, KILLED, RUN_ID_ATTR, Objective
 from harness.registry import DEFAULT_REGISTERED_MODEL, promote_run
-from harness.runs import log_evaluation
+from harness.runs import load_run_model, log_evaluation
 from harness.spaces import DEFAULT_SPACE, PRUNERS, load_space
 from harness.studies import (
     DEFAULT_HEARTBEAT_S,
@@ -36,16 +34,12 @@ from harness.studies import (
 )
 from harness.study_summary import log_study_summary, top_trials_table
 from harness.tracking import (
-    CHECKPOINT_DIR,
-    CHECKPOINT_FILE,
     DEFAULT_TRACKING_URI,
     Tag,
     Tracker,
     check_reachable,
-    load_checkpoint,
     split_metrics,
 )
-from harness.trainer import build_model
 
 EVALUATED_TRIAL_TAG = "harness.evaluated_trial"
 SUMMED_UP_TAG = "harness.summed_up"  # the study state the parent run's summary is of
@@ -249,24 +243,13 @@ def evaluate_best(tracker: Tracker, parent_run_id: str, best, splits, device: to
     if parent.data.tags.get(EVALUATED_TRIAL_TAG) == str(best.number):
         return
     run_id = best.user_attrs[RUN_ID_ATTR]
-    model = load_trial_model(tracker, run_id, device)
+    model = load_run_model(tracker, run_id, device)
     scores = log_evaluation(tracker, run_id, model, splits, device)
     tracker.log(parent_run_id, split_metrics(scores), tags={EVALUATED_TRIAL_TAG: best.number})
     print(f"best trial {best.number} on the whole splits:")
     print(f"{'split':<6} {'accuracy':>9} {'mean IoU':>9} {'pet IoU':>8}")
     for split, s in scores.items():
         print(f"{split:<6} {s.accuracy:>9.4f} {s.iou:>9.4f} {s.fg_iou:>8.4f}")
-
-
-def load_trial_model(tracker: Tracker, run_id: str, device: torch.device):
-    run = tracker.client.get_run(run_id)
-    depth = int(run.data.params["depth"])
-    base_channels = int(run.data.params["base_channels"])
-    model = build_model(depth, base_channels, device)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = tracker.client.download_artifacts(run_id, f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}", tmp)
-        model.load_state_dict(load_checkpoint(Path(path)))
-    return model
 
 
 def print_outcome(study: optuna.Study, metric: str, tracker: Tracker, experiment_id: str) -> None:

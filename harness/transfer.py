@@ -53,7 +53,7 @@ from harness.devices import resolve_device
 from harness.errors import HarnessError
 from harness.models import UNet
 from harness.registry import CHAMPION, DEFAULT_REGISTERED_MODEL, VersionTag
-from harness.search import load_trial_model
+from harness.runs import load_run_model
 from harness.tracking import DEFAULT_TRACKING_URI, Param, Tag, Tracker
 from harness.trainer import eval_batch_size, to_input
 
@@ -206,7 +206,7 @@ def parse_model_uri(model_uri: str) -> tuple[str, str]:
 def load_encoder_source(tracker: Tracker, run_id: str, device: torch.device) -> UNet:
     """The run's UNet from its checkpoint (plain state dict, weights_only=True), frozen."""
     try:
-        model = load_trial_model(tracker, run_id, device)
+        model = load_run_model(tracker, run_id, device)
     except MlflowException as error:
         raise HarnessError(f"run {run_id}: no usable checkpoint: {_first_line(error)}") from None
     return model.eval().requires_grad_(False)
