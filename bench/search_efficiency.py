@@ -1,21 +1,28 @@
 """Best model for the least compute: random search, TPE, and TPE with the default pruner.
 
     python bench/search_efficiency.py [--budget 150] [--seeds 0 1 2] [--data synthetic]
-                                      [--image-size 64] [--out docs]
+                                      [--jobs 2] [--variant NAME:KEY=VALUE,...] [--out docs]
 
 Each method runs the default search space with the same budget of training epochs, over
 several seeds: (a) random sampling without pruning, (b) TPE without pruning, (c) the default
-(TPE with the space file's pruner). It records the best validation IoU reached against
-cumulative epochs (the anytime curve), and the epochs each needs to come within 0.01 of the
-best IoU any of them found. Writes `search_efficiency.png` and `search_efficiency.md` to --out.
+(TPE with the space file's pruner). `--variant` adds candidate settings to compare (any
+[study] key of the space file, e.g. `asha:pruner=asha,pruner_warmup_epochs=0`). It records the
+best validation IoU reached against cumulative epochs (the anytime curve), and the epochs each
+needs to come within 0.01 of the best IoU any of them found. Compute is counted in epochs, so
+`--jobs` searches run at once (one torch thread each) without changing the result. Writes
+`search_efficiency.png`, `search_efficiency.md` and the raw curves (`search_efficiency.json`,
+written as searches finish; `--from-json` remakes the table and plot from it) to --out.
 Target (issue 8): the default needs at most a third of random search's compute.
 """
 
 import argparse
 import dataclasses
+import json
+import multiprocessing
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import matplotlib
@@ -23,39 +30,52 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
+import torch  # noqa: E402
 from common import machine  # noqa: E402
 
 from harness.cli import quiet_libraries  # noqa: E402
 from harness.data import load_splits  # noqa: E402
 from harness.objective import Objective  # noqa: E402
-from harness.spaces import load_space  # noqa: E402
+from harness.spaces import StudySettings, load_space  # noqa: E402
 from harness.studies import make_pruner, make_sampler  # noqa: E402
 from harness.tracking import Tracker  # noqa: E402
 
-METHODS = {
-    "random": ("random", "none"),
-    "tpe": ("tpe", "none"),
-    "default": (None, None),  # the space file's sampler and pruner
+# overrides of the space file's [study] settings; the default overrides nothing
+METHODS: dict[str, dict[str, object]] = {
+    "random": {"sampler": "random", "pruner": "none"},
+    "tpe": {"sampler": "tpe", "pruner": "none"},
+    "default": {},
 }
 TOLERANCE = 0.01
 
 
+def parse_variant(text: str) -> tuple[str, dict[str, object]]:
+    """`asha:pruner=asha,pruner_warmup_epochs=0` -> ("asha", {...}), typed like StudySettings."""
+    name, _, assignments = text.partition(":")
+    types = {f.name: f.type for f in dataclasses.fields(StudySettings)}
+    overrides: dict[str, object] = {}
+    for assignment in filter(None, assignments.split(",")):
+        key, _, value = assignment.partition("=")
+        if key not in types:
+            raise SystemExit(f"--variant {text}: unknown study setting {key!r}")
+        overrides[key] = int(value) if types[key] in (int, "int") else value
+    return name, overrides
+
+
 def anytime_curve(
-    space, splits, tracker, method: str, seed: int, budget: int
+    args: argparse.Namespace, method: str, overrides: dict[str, object], seed: int, threads: int
 ) -> list[tuple[int, float | None]]:
     """(cumulative epochs, best validation IoU of a completed trial so far) after each trial."""
-    sampler_name, pruner_name = METHODS[method]
-    settings = dataclasses.replace(space.study, sampler=sampler_name or space.study.sampler)
-    max_epochs = settings.max_epochs
+    torch.set_num_threads(threads)
+    quiet_libraries()
+    space = load_space(args.space)
+    settings = dataclasses.replace(space.study, **overrides)
+    space = dataclasses.replace(space, study=settings)
+    splits = load_splits(args.data, args.image_size or settings.image_size)
     study = optuna.create_study(
         direction=settings.direction,
         sampler=make_sampler(settings, seed),
-        pruner=make_pruner(pruner_name or settings.pruner, settings, max_epochs),
-    )
-    experiment_id = tracker.experiment_id("search-efficiency")
-    parent = tracker.start_run(experiment_id, f"{method}-seed{seed}")
-    objective = Objective(
-        space, splits, tracker, experiment_id, parent, f"{method}-{seed}", max_epochs, seed, "cpu"
+        pruner=make_pruner(settings.pruner, settings, settings.max_epochs),
     )
     curve: list[tuple[int, float | None]] = []
 
@@ -67,12 +87,44 @@ def anytime_curve(
         ]
         best = (max if settings.direction == "maximize" else min)(complete) if complete else None
         curve.append((spent, best))
-        if spent >= budget:
+        if spent >= args.budget:
             study.stop()
 
-    study.optimize(objective, callbacks=[record], catch=(Exception,))
-    tracker.end_run(parent, "FINISHED")
+    with tempfile.TemporaryDirectory() as tmp:
+        tracker = Tracker(f"sqlite:///{tmp}/mlflow.db")
+        experiment_id = tracker.experiment_id("search-efficiency")
+        parent = tracker.start_run(experiment_id, f"{method}-seed{seed}")
+        objective = Objective(
+            space, splits, tracker, experiment_id, parent, f"{method}-{seed}",
+            settings.max_epochs, seed, "cpu",
+        )  # fmt: skip
+        study.optimize(objective, callbacks=[record], catch=(Exception,))
+        tracker.end_run(parent, "FINISHED")
     return curve
+
+
+def run_searches(args: argparse.Namespace, methods: dict[str, dict], path: Path) -> dict:
+    """Every (method, seed) search, `args.jobs` at a time; curves saved to `path` as they end."""
+    curves: dict[str, dict[str, list]] = {m: {} for m in methods}
+    threads = max(1, torch.get_num_threads() // args.jobs)
+    jobs = [(m, seed) for seed in args.seeds for m in methods]
+    begun = time.perf_counter()
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        started = {
+            pool.submit(anytime_curve, args, m, methods[m], seed, threads): (m, seed, begun)
+            for m, seed in jobs
+        }  # fmt: skip
+        for future in as_completed(started):
+            method, seed, start = started[future]
+            curve = future.result()
+            curves[method][str(seed)] = curve
+            path.write_text(json.dumps({"methods": methods, "curves": curves}, indent=1))
+            print(
+                f"  {method:<8} seed {seed}: {len(curve)} trials, {curve[-1][0]} epochs, "
+                f"best {curve[-1][1]}, {time.perf_counter() - start:.0f} s into the benchmark",
+                flush=True,
+            )
+    return curves
 
 
 def epochs_to_reach(curve, threshold: float) -> int | None:
@@ -87,68 +139,70 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=None, help="default: the space file's")
     parser.add_argument("--space", default="unet")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--variant", action="append", default=[], type=parse_variant)
+    parser.add_argument("--jobs", type=int, default=1, help="searches run at once")
     parser.add_argument("--out", type=Path, default=Path("docs"))
+    parser.add_argument("--from-json", type=Path, help="tabulate saved curves, run nothing")
     args = parser.parse_args()
     quiet_libraries()
-    space = load_space(args.space)
-    image_size = args.image_size or space.study.image_size
-    splits = load_splits(args.data, image_size)
-    print(f"machine: {machine()}")
-    print(
-        f"{args.space} space on {splits.spec} at {image_size}px, {args.budget} epochs per search, seeds {args.seeds}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.from_json:
+        curves = json.loads(args.from_json.read_text())["curves"]
+    else:
+        image_size = args.image_size or load_space(args.space).study.image_size
+        load_splits(args.data, image_size)  # fill the cache once, before the workers read it
+        print(f"machine: {machine()}")
+        print(f"{args.space} space on {args.data} at {image_size}px, {args.budget} epochs per search, seeds {args.seeds}")  # fmt: skip
+        methods = {m: METHODS[m] for m in args.methods} | dict(args.variant)
+        curves = run_searches(args, methods, args.out / "search_efficiency.json")
+    curves = {m: per_seed for m, per_seed in curves.items() if per_seed}
+    table, threshold = tabulate(curves, args.budget)
+    print(table)
+    command = (
+        f"python bench/search_efficiency.py --budget {args.budget} --seeds {' '.join(map(str, args.seeds))} "
+        f"--data {args.data} --jobs {args.jobs}"
+        + "".join(f" --variant {name}:" + ",".join(f"{k}={v}" for k, v in o.items()) for name, o in args.variant)
+    )  # fmt: skip
+    (args.out / "search_efficiency.md").write_text(
+        f"Measured with `{command}` on {machine()}.\n\n{table}\n"
     )
+    plot(curves, threshold, args.out / "search_efficiency.png")
+    print(f"wrote {args.out}/search_efficiency.png, .md and .json")
 
-    curves: dict[str, dict[int, list]] = {m: {} for m in args.methods}
-    with tempfile.TemporaryDirectory() as tmp:
-        tracker = Tracker(f"sqlite:///{tmp}/mlflow.db")
-        for seed in args.seeds:
-            for method in args.methods:
-                start = time.perf_counter()
-                curve = anytime_curve(space, splits, tracker, method, seed, args.budget)
-                curves[method][seed] = curve
-                print(
-                    f"  {method:<8} seed {seed}: {len(curve)} trials, best {curve[-1][1]}, {time.perf_counter() - start:.0f} s",
-                    flush=True,
-                )
 
-    finals = [
-        c[-1][1] for per_seed in curves.values() for c in per_seed.values() if c[-1][1] is not None
-    ]
+def tabulate(curves: dict[str, dict[str, list]], budget: int) -> tuple[str, float]:
+    finals = [c[-1][1] for per_seed in curves.values() for c in per_seed.values() if c[-1][1]]
     best_overall = max(finals)
     threshold = best_overall - TOLERANCE
-    rows = []
+    rows = {}
     for method, per_seed in curves.items():
         reached = [epochs_to_reach(c, threshold) for c in per_seed.values()]
-        hits = [r for r in reached if r is not None]
-        rows.append({
-            "method": method,
+        rows[method] = {
             "final": statistics.mean(c[-1][1] or 0 for c in per_seed.values()),
-            "reached": f"{len(hits)}/{len(reached)}",
+            "trials": statistics.mean(len(c) for c in per_seed.values()),
+            "reached": f"{sum(r is not None for r in reached)}/{len(reached)}",
             # a search that never got there is charged the whole budget: a lower bound on its cost
-            "epochs": statistics.mean(r if r is not None else args.budget for r in reached),
-        })  # fmt: skip
-    by_method = {r["method"]: r for r in rows}
-
+            "epochs": statistics.mean(r if r is not None else budget for r in reached),
+            "each": ", ".join(str(r) if r is not None else f">{budget}" for r in reached),
+        }  # fmt: skip
     lines = [
         f"Best validation IoU any search found: {best_overall:.4f}; threshold {threshold:.4f} (best - {TOLERANCE}).",
         "",
-        "| method | mean final best IoU | reached threshold | mean epochs to threshold |",
-        "|---|---|---|---|",
-        *(
-            f"| {r['method']} | {r['final']:.4f} | {r['reached']} | {r['epochs']:.0f} |"
-            for r in rows
-        ),
+        "| method | trials per search | mean final best IoU | reached threshold | epochs to threshold, per seed | mean | / random |",
+        "|---|---|---|---|---|---|---|",
     ]
-    if "random" in by_method and "default" in by_method:
-        ratio = by_method["default"]["epochs"] / by_method["random"]["epochs"]
-        lines += ["", f"default / random compute to threshold: {ratio:.2f} (target <= 0.33)"]
-    table = "\n".join(lines)
-    print(table)
+    random_epochs = rows["random"]["epochs"] if "random" in rows else None
+    for method, r in rows.items():
+        ratio = f"{r['epochs'] / random_epochs:.2f}" if random_epochs else "-"
+        lines.append(
+            f"| {method} | {r['trials']:.0f} | {r['final']:.4f} | {r['reached']} | {r['each']} | {r['epochs']:.0f} | {ratio} |"
+        )
+    lines += ["", "Target: the default at most 0.33 of random search's compute."]
+    return "\n".join(lines), threshold
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    header = f"Measured with `python bench/search_efficiency.py --budget {args.budget} --seeds {' '.join(map(str, args.seeds))} --data {args.data} --image-size {image_size}` on {machine()}.\n\n"
-    (args.out / "search_efficiency.md").write_text(header + table + "\n")
-    colours = {"random": "tab:grey", "tpe": "tab:blue", "default": "tab:red"}
+
+def plot(curves: dict[str, dict[str, list]], threshold: float, path: Path) -> None:
+    colours = dict(zip(curves, plt.get_cmap("tab10").colors, strict=False))
     fig, ax = plt.subplots(figsize=(8, 5))
     for method, per_seed in curves.items():
         for i, curve in enumerate(per_seed.values()):
@@ -165,13 +219,12 @@ def main() -> None:
     ax.set(
         xlabel="cumulative training epochs",
         ylabel="best validation IoU so far",
-        title="Anytime performance",
+        title="Anytime performance (one line per seed)",
     )
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(args.out / "search_efficiency.png", dpi=120)
-    print(f"wrote {args.out / 'search_efficiency.png'} and {args.out / 'search_efficiency.md'}")
+    fig.savefig(path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -68,16 +68,19 @@ class PerTrialSeedRandomSampler(_PerTrialSeed, optuna.samplers.RandomSampler):
 
 
 def make_pruner(name: str, settings: StudySettings, max_epochs: int) -> optuna.pruners.BasePruner:
+    # steps are 1-based epochs: the first epoch that may be pruned is the one after the warm-up
+    first_prunable = settings.pruner_warmup_epochs + 1
     if name == "median":
         return optuna.pruners.MedianPruner(
-            n_startup_trials=settings.pruner_startup_trials,
-            # steps are 1-based epochs; Optuna prunes from step n_warmup_steps on
-            n_warmup_steps=settings.pruner_warmup_epochs + 1,
+            n_startup_trials=settings.pruner_startup_trials, n_warmup_steps=first_prunable
         )
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs)
+        return optuna.pruners.HyperbandPruner(min_resource=first_prunable, max_resource=max_epochs)
     if name == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+        # rungs at first_prunable * 3**k epochs; each keeps the top third of the trials there
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=first_prunable, reduction_factor=3
+        )
     if name == "none":
         return optuna.pruners.NopPruner()
     raise HarnessError(f"unknown pruner {name!r}: use median, hyperband, asha or none")
