@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from harness.augment import augment_batch, build_augmentation
-from harness.data import SegmentationSet
+from harness.data import SegmentationSet, take
 from harness.devices import resolve_device
 from harness.errors import HarnessError
 from harness.metrics import Scores, confusion_matrix
@@ -155,17 +155,16 @@ def evaluate(
     """Mean BCE loss and scores of `model` on `data`, unaugmented (autocast to `dtype`)."""
     model.eval()
     batch_size = batch_size or eval_batch_size(data.images)
-    images, masks = torch.from_numpy(data.images), torch.from_numpy(data.masks)
     cm = torch.zeros(2, 2, dtype=torch.long, device=device)
     loss_sum = torch.zeros((), device=device)
     for start in range(0, len(data), batch_size):
-        x = to_input(images[start : start + batch_size], device)
-        y = to_target(masks[start : start + batch_size], device)
+        images, masks = data.batch(slice(start, start + batch_size))
+        x, y = to_input(images, device), to_target(masks, device)
         with autocast(dtype, device):
             logits = model(x).float()
         loss_sum += nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="sum")
         cm += confusion_matrix(logits > 0, y)
-    pixels = masks.numel()
+    pixels = data.masks.size
     return float(loss_sum) / pixels, Scores.from_confusion(cm)
 
 
@@ -176,7 +175,8 @@ def predict_masks(model: nn.Module, images: np.ndarray, device: torch.device) ->
     out = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            logits = model(to_input(images[start : start + batch_size], device))
+            batch = take(images, slice(start, start + batch_size))
+            logits = model(to_input(batch, device))
             out.append((logits[:, 0] > 0).to(torch.uint8).cpu().numpy())
     return np.concatenate(out)
 
@@ -194,18 +194,12 @@ def train_one_epoch(
 ) -> tuple[float, Scores]:
     model.train()
     order = torch.randperm(len(data), generator=generator).numpy()
-    images, masks = torch.from_numpy(data.images), torch.from_numpy(data.masks)
     cm = torch.zeros(2, 2, dtype=torch.long, device=device)
     loss_sum = torch.zeros((), device=device)
     for start in range(0, len(order), config.batch_size):
         index = order[start : start + config.batch_size]
-        if augmentation is None:
-            batch_images, batch_masks = images[index], masks[index]
-        else:
-            batch_images, batch_masks = augment_batch(
-                augmentation, data.images[index], data.masks[index]
-            )
-        x, y = to_input(batch_images, device), to_target(batch_masks, device)
+        images, masks = augment_batch(augmentation, *data.batch(index))
+        x, y = to_input(images, device), to_target(masks, device)
         with autocast(dtype, device):
             logits = model(x).float()  # the loss in float32 whatever the autocast dtype
         loss = nn.functional.binary_cross_entropy_with_logits(logits, y)

@@ -48,7 +48,7 @@ from torchvision.ops import roi_align
 
 from harness import plots
 from harness.cli import positive_int, run_main
-from harness.data import SPECIES, SegmentationSet, load_splits
+from harness.data import SPECIES, SegmentationSet, load_splits, take
 from harness.devices import resolve_device
 from harness.errors import HarnessError
 from harness.models import UNet
@@ -264,7 +264,7 @@ def _features(
     try:
         batch_size = eval_batch_size(images)
         for start in range(0, len(images), batch_size):
-            batch = np.ascontiguousarray(images[start : start + batch_size])
+            batch = np.ascontiguousarray(take(images, slice(start, start + batch_size)))
             captured.clear()
             pet = torch.sigmoid(model(to_input(batch, device)).float())
             boxes = pet_boxes(pet)

@@ -10,6 +10,7 @@ from harness.data.dataset import (
     SegmentationSet,
     Splits,
     load_splits,
+    take,
 )
 
-__all__ = ["DEFAULT_SPEC", "SPECIES", "SegmentationSet", "Splits", "load_splits"]
+__all__ = ["DEFAULT_SPEC", "SPECIES", "SegmentationSet", "Splits", "load_splits", "take"]

@@ -7,6 +7,7 @@ through the decode-once cache, then the samples are split with a fixed seed.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import mmap
 import operator
@@ -61,32 +62,47 @@ class SegmentationSet:
             index = np.flatnonzero(index)
         index = index.astype(np.intp, copy=False)
         return SegmentationSet(
-            images=_gather(self.images, index),
-            masks=_gather(self.masks, index),
-            species=_gather(self.species, index),
+            images=take(self.images, index),
+            masks=take(self.masks, index),
+            species=take(self.species, index),
             names=tuple(self.names[i] for i in index.tolist()),
         )
 
+    def rows(self, start: int, stop: int) -> SegmentationSet:
+        """Samples start to stop as views: nothing is copied or read."""
+        return SegmentationSet(
+            images=self.images[start:stop],
+            masks=self.masks[start:stop],
+            species=self.species[start:stop],
+            names=self.names[start:stop],
+        )
 
-GATHER_CHUNK = 32  # rows copied between two releases of a memory-mapped source's pages
+    def batch(self, index: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
+        """(images, masks) at index, as in-memory arrays the caller may modify."""
+        return take(self.images, index), take(self.masks, index)
 
 
-def _gather(array: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """`array[index]` as a plain in-memory array, without the source's pages piling up.
+TAKE_CHUNK = 32  # rows copied between two releases of a memory-mapped source's pages
 
-    Pages of a memory-mapped cache file that the copy reads count as our resident memory
-    until released: copying the whole Oxford set at 256x256 into its splits would hold 1.9 GB
-    of mapped pages on top of the 1.9 GB of copies. Releasing them chunk by chunk
-    (MADV_DONTNEED: they stay in the page cache, only our mapping lets go) keeps the peak
-    at the copies alone.
+
+def take(array: np.ndarray, index: np.ndarray | slice) -> np.ndarray:
+    """`array[index]` as a new in-memory array, without a mapped file's pages piling up.
+
+    Splits are slices of the memory-mapped cache file. Pages of that file that a read touches
+    count as our resident memory until released: an epoch over the Oxford set at 256x256 would
+    end up holding all 1.9 GB of it. Releasing them after each chunk (MADV_DONTNEED: they stay
+    in the page cache, only our mapping lets go) keeps the data's share of memory at a batch.
     """
+    if isinstance(index, slice):
+        index = np.arange(*index.indices(len(array)))
     mapping = getattr(array, "_mmap", None)  # set on np.load(mmap_mode=...) arrays and views
+    if mapping is None:
+        return np.asarray(array[index])
     out = np.empty((len(index), *array.shape[1:]), array.dtype)
-    for start in range(0, len(index), GATHER_CHUNK):
-        chunk = index[start : start + GATHER_CHUNK]
+    for start in range(0, len(index), TAKE_CHUNK):
+        chunk = index[start : start + TAKE_CHUNK]
         out[start : start + len(chunk)] = array[chunk]
-        if mapping is not None:
-            mapping.madvise(mmap.MADV_DONTNEED)
+        mapping.madvise(mmap.MADV_DONTNEED)
     return out
 
 
@@ -253,15 +269,25 @@ def load_splits(
         if len(indices) == 0:
             raise DataError(f"{plan.where}: {plan.count} images are too few for a {name} split")
 
+    # Stored in split order (train, val, test), each split is a slice of the cached arrays.
+    order = np.concatenate(parts)
+
+    def build_in_split_order() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays, meta = plan.build()
+        names = meta["names"]
+        return arrays, {**meta, "names": [names[i] for i in order.tolist()]}
+
     cache_dir = Path(cache_dir) if cache_dir is not None else cache.default_cache_dir()
-    entry, from_cache = cache.load_or_build(cache_dir, plan.cache_key, plan.build)
+    key = {**plan.cache_key, "order": _digest(order.tolist())[:16]}
+    entry, from_cache = cache.load_or_build(cache_dir, key, build_in_split_order, order)
     full = SegmentationSet(
         images=entry.arrays["images"],
         masks=entry.arrays["masks"],
         species=entry.arrays["species"],
         names=tuple(entry.meta["names"]),
     )
-    train, val, test = (full.subset(indices) for indices in parts)
+    bounds = np.cumsum([0, *map(len, parts)]).tolist()
+    train, val, test = (full.rows(a, b) for a, b in itertools.pairwise(bounds))
     fingerprint = _digest(
         [entry.meta["content_id"], image_size, list(train.names), list(val.names), list(test.names)]
     )[:16]
