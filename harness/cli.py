@@ -51,6 +51,10 @@ DATA_HELP = (
 )
 DEVICE_HELP = "auto, cpu, cuda or cuda:N"
 PRECISION_HELP = "autocast dtype; auto = bf16 where the CPU or GPU does it natively, else fp32"
+COMPILE_HELP = (
+    "run training through torch.compile: a fixed start-up cost per training (about 30 s on "
+    "2 CPU cores) that pays off only for long trainings; see the README's Performance section"
+)
 
 
 def add_data_flags(parser, *, default: str, image_size_default: int | None, image_size_help: str):
@@ -67,11 +71,12 @@ def add_data_flags(parser, *, default: str, image_size_default: int | None, imag
 
 
 def add_compute_flags(parser, *, device_help: str = DEVICE_HELP):
-    """--device and --precision for the commands that train."""
+    """--device, --precision and --compile for the commands that train."""
     from harness.trainer import PRECISIONS  # torch is imported only by commands that train
 
     parser.add_argument("--device", default="auto", help=device_help)
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    parser.add_argument("--compile", action="store_true", help=COMPILE_HELP)
 
 
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:

@@ -57,6 +57,7 @@ class Objective:
     device: str  # "auto", "cpu", "cuda" or "cuda:N"; see devices.device_for_trial
     target_trials: int | None = None  # stop at this many finished trials across all workers
     precision: str = "auto"
+    compile_model: bool = False
 
     def __call__(self, trial: optuna.Trial) -> float:
         if self.target_trials is not None and is_surplus(
@@ -98,6 +99,7 @@ class Objective:
                 device,
                 hooks=[report_to_optuna],
                 precision=self.precision,
+                compile_model=self.compile_model,
             )
         except optuna.TrialPruned as pruned:
             self._end(trial, run_id, PRUNED, FINISHED, {Tag.STOP_REASON: str(pruned)})

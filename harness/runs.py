@@ -39,12 +39,15 @@ from harness.trainer import (
 PREVIEW_SAMPLES = 6
 
 
-def run_params(config: TrainConfig, splits: Splits, dtype: torch.dtype | None) -> dict[str, object]:
+def run_params(
+    config: TrainConfig, splits: Splits, dtype: torch.dtype | None, compiled: bool = False
+) -> dict[str, object]:
     return {
         **asdict(config),
         Param.IMAGE_SIZE: splits.image_size,
         Param.DATASET: splits.spec,
         Param.PRECISION: str(dtype or torch.float32).removeprefix("torch."),
+        Param.COMPILED: compiled,
     }
 
 
@@ -56,11 +59,12 @@ def train_tracked(
     device: torch.device,
     hooks: Sequence[EpochHook] = (),
     precision: str = "auto",
+    compile_model: bool = False,
 ) -> FitResult:
     """Fit with per-epoch metrics (step = epoch) logged before the other `hooks` run."""
     tracker.log(
         run_id,
-        params=run_params(config, splits, autocast_dtype(precision, device)),
+        params=run_params(config, splits, autocast_dtype(precision, device), compile_model),
         tags={Tag.DATASET_FINGERPRINT: splits.fingerprint},
     )
 
@@ -74,6 +78,7 @@ def train_tracked(
         device=device,
         on_epoch=[log_epoch, *hooks],
         precision=precision,
+        compile_model=compile_model,
     )
     tracker.log(run_id, fit_metrics(result), tags={Tag.STOP_REASON: result.stop_reason})
     tracker.log_checkpoint(run_id, result.model)

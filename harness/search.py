@@ -62,6 +62,7 @@ class SearchOptions:
     device: str = "auto"
     heartbeat_s: int = DEFAULT_HEARTBEAT_S
     precision: str = "auto"
+    compile_model: bool = False
     cache_dir: str | None = None
     registered_model: str = DEFAULT_REGISTERED_MODEL
     promote: bool = True
@@ -133,6 +134,7 @@ def run_search(options: SearchOptions) -> SearchResult:
         options.device,
         target_trials=options.trials,
         precision=options.precision,
+        compile_model=options.compile_model,
     )
     missing = options.trials - finished_trials(study)
     try:
@@ -360,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         heartbeat_s=args.heartbeat,
         precision=args.precision,
+        compile_model=args.compile,
         cache_dir=args.cache_dir,
         registered_model=args.registered_model,
         promote=not args.no_promote,

@@ -46,6 +46,7 @@ class Param:
     SEED = "seed"
     DATASET = "dataset"
     PRECISION = "precision"  # the autocast dtype actually used: float32, bfloat16, float16
+    COMPILED = "compiled"  # whether the steps ran through torch.compile
 
 
 class Metric:

@@ -96,7 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     with tracker.run_status(run_id):
         result = train_tracked(
-            tracker, run_id, config, splits, device, hooks=[print_epoch], precision=args.precision
+            tracker,
+            run_id,
+            config,
+            splits,
+            device,
+            hooks=[print_epoch],
+            precision=args.precision,
+            compile_model=args.compile,
         )
         scores = log_evaluation(tracker, run_id, result.model, splits, device)
     print(f"stopped: {result.stop_reason}; best epoch {result.best_epoch} of {result.epochs_run}")

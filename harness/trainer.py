@@ -129,19 +129,23 @@ def build_model(depth: int, base_channels: int, device: torch.device) -> UNet:
     return UNet(depth, base_channels).to(device, memory_format=torch.channels_last)
 
 
+def to_device(array: torch.Tensor | np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host batch on `device`; to a GPU from pinned memory, so the copy does not block."""
+    tensor = torch.from_numpy(array) if isinstance(array, np.ndarray) else array
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
 def to_input(images: torch.Tensor | np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [0, 1], channels_last, on `device`."""
-    if isinstance(images, np.ndarray):
-        images = torch.from_numpy(images)
-    images = images.to(device, non_blocking=True).permute(0, 3, 1, 2)
+    images = to_device(images, device).permute(0, 3, 1, 2)
     return images.float().div_(255).contiguous(memory_format=torch.channels_last)
 
 
 def to_target(masks: torch.Tensor | np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 (B, H, W) in {0, 1} -> float (B, 1, H, W)."""
-    if isinstance(masks, np.ndarray):
-        masks = torch.from_numpy(masks)
-    return masks.to(device, non_blocking=True).unsqueeze(1).float()
+    return to_device(masks, device).unsqueeze(1).float()
 
 
 @torch.inference_mode()
@@ -220,14 +224,21 @@ def fit(
     device: torch.device | None = None,
     on_epoch: Sequence[EpochHook] = (),
     precision: str = "auto",
+    compile_model: bool = False,
 ) -> FitResult:
-    """Train a UNet; stop after `patience` epochs without a better validation IoU."""
+    """Train a UNet; stop after `patience` epochs without a better validation IoU.
+
+    `compile_model` runs the steps through torch.compile: it costs tens of seconds before the
+    first step, repaid only by long trainings (README "Performance" has the break-even).
+    """
     device = device or resolve_device()
     dtype = autocast_dtype(precision, device)
     # only float16 has too little range for small gradients; bfloat16 and float32 need no scaling
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     torch.manual_seed(config.seed)
     model = build_model(config.depth, config.base_channels, device)
+    # the compiled module shares the parameters; `model` stays the plain one to save and restore
+    step_model = torch.compile(model) if compile_model else model
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     augmentation = build_augmentation(config.aug_p, seed=config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -239,9 +250,9 @@ def fit(
     for epoch in range(1, config.max_epochs + 1):
         epoch_start = time.perf_counter()
         train_loss, train_scores = train_one_epoch(
-            model, optimizer, train, config, augmentation, generator, device, dtype, scaler
+            step_model, optimizer, train, config, augmentation, generator, device, dtype, scaler
         )
-        val_loss, val_scores = evaluate(model, val, device, dtype=dtype)
+        val_loss, val_scores = evaluate(step_model, val, device, dtype=dtype)
         for split, loss in (("train", train_loss), ("validation", val_loss)):
             if not math.isfinite(loss) or loss > DIVERGED_LOSS:
                 raise DivergedError(f"training diverged at epoch {epoch}: {split} loss {loss:.4g}")

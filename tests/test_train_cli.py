@@ -6,7 +6,7 @@ import torch
 from harness.cli import run_main
 from harness.models import UNet
 from harness.runs import train_tracked
-from harness.tracking import Metric, Tag, Tracker, load_checkpoint
+from harness.tracking import Metric, Param, Tag, Tracker, load_checkpoint
 from harness.train import main
 from harness.trainer import TrainConfig
 from tests.helpers import running_runs, toy_splits
@@ -48,6 +48,7 @@ def test_one_tracked_run_holds_params_metrics_and_artifacts(tracking_uri, client
     assert params["depth"] == "3" and params["lr"] == "0.001" and params["batch_size"] == "16"
     assert params["patience"] == "3" and params["aug_p"] == "0.2" and params["seed"] == "1"
     assert params["image_size"] == "32" and params["dataset"] == "synthetic:48"
+    assert params[Param.COMPILED] == "False" and params[Param.PRECISION] in ("float32", "bfloat16")
     assert run.data.tags[Tag.DATASET_FINGERPRINT]
 
     epochs = int(run.data.metrics[Metric.EPOCHS_RUN])
