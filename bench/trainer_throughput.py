@@ -11,7 +11,8 @@ after the first; every loop also runs its validation forward pass per epoch):
   stopping, MLflow logging to SQLite), augmentation off and at aug_p = 0.2.
 Target (issue 8): harness with augmentation at 0.2 >= 1.3x the bare eager loop at depth 3.
 Then, in a child process, peak resident memory of loading `synthetic:7400` at 256x256 and
-training one epoch (target < 3 GB).
+training one epoch (target < 3 GB), and the time of a warm load of the same set at 64x64
+(target: about a second).
 """
 
 import argparse
@@ -19,6 +20,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 
 import torch
 from common import as_tensors, bare_epochs, machine, peak_rss_mb, steady
@@ -55,6 +57,14 @@ def large_load_and_epoch(spec: str, size: int, depth: int, base: int) -> dict:
         "peak_mb": peak_rss_mb(),
         "epoch_s": result.history[0].epoch_time_s,
     }
+
+
+def warm_load_seconds(spec: str, size: int) -> float:
+    with tempfile.TemporaryDirectory() as cache:
+        load_splits(spec, size, cache_dir=cache)  # cold: generate and cache
+        start = time.perf_counter()
+        load_splits(spec, size, cache_dir=cache)
+        return time.perf_counter() - start
 
 
 def main() -> None:
@@ -128,6 +138,8 @@ def measure_rss(args) -> None:
         f"(depth 3, base {args.rss_base_channels}, {result['epoch_s']:.0f} s): peak RSS "
         f"{result['peak_after_load_mb'] / 1024:.2f} GB after load, {result['peak_mb'] / 1024:.2f} GB in all (target < 3 GB)"
     )
+    seconds = warm_load_seconds(args.rss_data, 64)
+    print(f"{args.rss_data} at 64x64: warm load {seconds:.3f} s (target: about a second)")
 
 
 if __name__ == "__main__":
