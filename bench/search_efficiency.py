@@ -6,12 +6,13 @@
 Each method runs the default search space with the same budget of training epochs, over
 several seeds: (a) random sampling without pruning, (b) TPE without pruning, (c) the default
 (TPE with the space file's pruner). `--variant` adds candidate settings to compare (any
-[study] key of the space file, e.g. `asha:pruner=asha,pruner_warmup_epochs=0`). It records the
+[study] key of the space file, e.g. `median:pruner=median,pruner_warmup_epochs=1`). It records the
 best validation IoU reached against cumulative epochs (the anytime curve), and the epochs each
 needs to come within 0.01 of the best IoU any of them found. Compute is counted in epochs, so
 `--jobs` searches run at once (one torch thread each) without changing the result. Writes
 `search_efficiency.png`, `search_efficiency.md` and the raw curves (`search_efficiency.json`,
-written as searches finish; `--from-json` remakes the table and plot from it) to --out.
+written as searches finish; `--from-json` remakes the table and plot from it, `--resume`
+runs only the searches it lacks) to --out.
 Target (issue 8): the default needs at most a third of random search's compute.
 """
 
@@ -104,10 +105,14 @@ def anytime_curve(
 
 
 def run_searches(args: argparse.Namespace, methods: dict[str, dict], path: Path) -> dict:
-    """Every (method, seed) search, `args.jobs` at a time; curves saved to `path` as they end."""
-    curves: dict[str, dict[str, list]] = {m: {} for m in methods}
+    """Every (method, seed) search, `args.jobs` at a time; curves saved to `path` as they end.
+
+    With --resume, searches whose curve `path` already holds are not run again.
+    """
+    saved = json.loads(path.read_text())["curves"] if args.resume and path.exists() else {}
+    curves: dict[str, dict[str, list]] = {m: dict(saved.get(m, {})) for m in methods}
     threads = max(1, torch.get_num_threads() // args.jobs)
-    jobs = [(m, seed) for seed in args.seeds for m in methods]
+    jobs = [(m, seed) for seed in args.seeds for m in methods if str(seed) not in curves[m]]
     begun = time.perf_counter()
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         started = {
@@ -143,6 +148,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="searches run at once")
     parser.add_argument("--out", type=Path, default=Path("docs"))
     parser.add_argument("--from-json", type=Path, help="tabulate saved curves, run nothing")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the curves already in --out's JSON"
+    )
     args = parser.parse_args()
     quiet_libraries()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -64,9 +64,9 @@ class StudySettings:
     direction: str = "maximize"
     sampler: str = "tpe"
     sampler_startup_trials: int = 10
-    pruner: str = "median"
+    pruner: str = "asha"
     pruner_startup_trials: int = 5
-    pruner_warmup_epochs: int = 1
+    pruner_warmup_epochs: int = 0
     max_epochs: int = 10
     image_size: int = 64
 
