@@ -19,7 +19,7 @@ PROJECT = Path(__file__).resolve().parent.parent / "mlproject"
 ENTRY_POINTS = {"search": search, "train": train, "promote": promote}
 # boolean parameters and the flag each stands for: (flag, the parameter's value that sets it)
 BOOLEANS = {"promote": ("--no-promote", "false"), "progress": ("--no-progress", "false"),
-            "force": ("--force", "true")}  # fmt: skip
+            "force": ("--force", "true"), "compile": ("--compile", "true")}  # fmt: skip
 # empty in the project: derived from the store `mlflow run` records into (see MLproject)
 DERIVED = {"tracking_uri", "storage"}
 
