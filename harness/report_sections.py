@@ -409,7 +409,8 @@ def per_image_iou(predictions: np.ndarray, truths: np.ndarray) -> np.ndarray:
     """Mean IoU (background and pet) of each image on its own."""
     return np.array(
         [
-            Scores.from_confusion(confusion_matrix(torch.from_numpy(p), torch.from_numpy(t))).iou
+            # truths may be a read-only mapping of the data cache: torch gets a copy
+            Scores.from_confusion(confusion_matrix(torch.from_numpy(p), torch.tensor(t))).iou
             for p, t in zip(predictions, truths)
         ]
     )
