@@ -342,9 +342,14 @@ def test_ctrl_c_stops_the_search_cleanly(tmp_path):
         worker.kill()
     assert "interrupted" in worker.output() and "Traceback" not in worker.output()
 
+    # on a busy machine trial 0 may finish between the poll and the signal: the trial that
+    # was running when Ctrl-C came is the last one, whichever it is
     trials = load_study(storage, "ctrl-c").trials
-    assert [t.state for t in trials] == [TrialState.FAIL]  # Optuna's state for an interrupted trial
+    *finished, interrupted = [t.state for t in trials]
+    assert interrupted == TrialState.FAIL  # Optuna's state for an interrupted trial
+    assert set(finished) <= {TrialState.COMPLETE, TrialState.PRUNED}
     parents, runs = study_runs(MlflowClient(tracking_uri), "ctrl-c")
     assert [p.info.status for p in parents] == ["KILLED"]
-    assert [r.info.status for r in runs] == ["KILLED"]
-    assert runs[0].data.tags[Tag.FAIL_REASON] == "interrupted"
+    killed = [r for r in runs if r.info.status == "KILLED"]
+    assert len(killed) == 1 and len(runs) == len(trials)
+    assert killed[0].data.tags[Tag.FAIL_REASON] == "interrupted"
