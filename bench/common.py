@@ -16,8 +16,9 @@ from harness.models import UNet  # noqa: E402
 
 def as_tensors(images: np.ndarray, masks: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """The yardstick's data: float tensors already in memory, NCHW."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).contiguous()
-    y = torch.from_numpy(masks).unsqueeze(1).float()
+    # np.array: the splits are read-only mappings of the data cache
+    x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float().div(255).contiguous()
+    y = torch.from_numpy(np.array(masks)).unsqueeze(1).float()
     return x, y
 
 
