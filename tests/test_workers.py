@@ -330,7 +330,8 @@ def test_an_unreachable_storage_stops_the_search_with_one_line(tmp_path, trackin
 def test_ctrl_c_stops_the_search_cleanly(tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    space = write_space(tmp_path, max_epochs=10, patience=50)
+    # trials far longer than a poll, so that trial 0 is still running when the signal comes
+    space = write_space(tmp_path, max_epochs=1000, patience=1000)
     worker = start_worker(
         search_argv(space, "ctrl-c", storage, tracking_uri, 3), tmp_path, "ctrl-c"
     )
