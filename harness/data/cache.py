@@ -82,9 +82,9 @@ def store(
     key: dict[str, Any],
     arrays: dict[str, np.ndarray],
     meta: dict,
-    order: np.ndarray | None = None,
+    order: np.ndarray,
 ) -> bool:
-    """Write an entry atomically, rows in `order` if given; True when it is in place afterwards.
+    """Write an entry atomically, rows in `order`; True when it is in place afterwards.
 
     A cache that cannot be written (read-only home, full disk) only costs speed, so this
     warns instead of failing the load.
@@ -111,12 +111,9 @@ def store(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _save_rows(path: Path, array: np.ndarray, order: np.ndarray | None) -> None:
+def _save_rows(path: Path, array: np.ndarray, order: np.ndarray) -> None:
     """np.save of `array[order]`, streamed a few rows at a time: the reordered copy never
     exists in memory (nor in a mapping, whose written pages would count as ours)."""
-    if order is None:
-        np.save(path, np.ascontiguousarray(array))
-        return
     header = {
         "descr": np.lib.format.dtype_to_descr(array.dtype),
         "fortran_order": False,
@@ -132,7 +129,7 @@ def load_or_build(
     cache_dir: Path,
     key: dict[str, Any],
     build: Callable[[], tuple[dict[str, np.ndarray], dict[str, Any]]],
-    order: np.ndarray | None = None,
+    order: np.ndarray,
 ) -> tuple[Entry, bool]:
     """The cached entry for key, building and storing it on a miss; (entry, was_cached).
 
@@ -147,6 +144,4 @@ def load_or_build(
         stored = load(cache_dir, key)
         if stored is not None:
             return stored, False
-    if order is not None:
-        arrays = {name: array[order] for name, array in arrays.items()}
-    return Entry(arrays=arrays, meta=meta), False
+    return Entry(arrays={name: array[order] for name, array in arrays.items()}, meta=meta), False
