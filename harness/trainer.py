@@ -7,7 +7,7 @@ a hook may raise to stop the run) and returns the model with its best weights re
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -172,14 +172,19 @@ def evaluate(
     return float(loss_sum) / pixels, Scores.from_confusion(cm)
 
 
+def inference_batches(images: np.ndarray) -> Iterator[np.ndarray]:
+    """Consecutive batches of `images` sized by eval_batch_size, each an in-memory copy."""
+    batch_size = eval_batch_size(images)
+    for start in range(0, len(images), batch_size):
+        yield take(images, slice(start, start + batch_size))
+
+
 def predict_masks(model: nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
     """uint8 (N, H, W, 3) -> uint8 (N, H, W) masks in {0, 1}."""
     model.eval()
-    batch_size = eval_batch_size(images)
     out = []
     with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            batch = take(images, slice(start, start + batch_size))
+        for batch in inference_batches(images):
             logits = model(to_input(batch, device))
             out.append((logits[:, 0] > 0).to(torch.uint8).cpu().numpy())
     return np.concatenate(out)

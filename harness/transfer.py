@@ -48,14 +48,14 @@ from torchvision.ops import roi_align
 
 from harness import plots
 from harness.cli import positive_int, run_main
-from harness.data import SPECIES, SegmentationSet, load_splits, take
+from harness.data import SPECIES, SegmentationSet, load_splits
 from harness.devices import resolve_device
 from harness.errors import HarnessError
 from harness.models import UNet
 from harness.registry import CHAMPION, DEFAULT_REGISTERED_MODEL, VersionTag
 from harness.runs import load_run_model
 from harness.tracking import DEFAULT_TRACKING_URI, Param, Tag, Tracker
-from harness.trainer import eval_batch_size, to_input
+from harness.trainer import inference_batches, to_input
 
 EXPERIMENT = "harness-transfer"
 FEATURE_PARTS = ("pooled", "masked", "grid")
@@ -262,9 +262,7 @@ def _features(
     hook = model.encoder.register_forward_hook(lambda _m, _i, out: captured.append(out))
     rows = []
     try:
-        batch_size = eval_batch_size(images)
-        for start in range(0, len(images), batch_size):
-            batch = np.ascontiguousarray(take(images, slice(start, start + batch_size)))
+        for batch in inference_batches(images):
             captured.clear()
             pet = torch.sigmoid(model(to_input(batch, device)).float())
             boxes = pet_boxes(pet)
