@@ -228,6 +228,12 @@ def start_worker(
         process = subprocess.Popen(
             [sys.executable, "-m", module, *argv],
             stdout=log_file, stderr=subprocess.STDOUT, cwd=folder, env=worker_env(),
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_default_sigint,
         )  # fmt: skip
     return Worker(process, out, argv)
+
+
+def _default_sigint() -> None:
+    # a shell starts background jobs with SIGINT ignored and children inherit that: the Ctrl-C
+    # test must not depend on how the test run itself was started
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
