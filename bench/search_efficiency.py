@@ -158,7 +158,9 @@ def main() -> None:
     quiet_libraries()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.from_json:
-        curves = json.loads(args.from_json.read_text())["curves"]
+        saved = json.loads(args.from_json.read_text())
+        curves = saved["curves"]
+        args.variant = [(m, o) for m, o in saved["methods"].items() if m not in METHODS]
     else:
         image_size = args.image_size or load_space(args.space).study.image_size
         load_splits(args.data, image_size)  # fill the cache once, before the workers read it
