@@ -1,6 +1,7 @@
 """Compute saved by pruning: the same seeded study with the default pruner and with none.
 
     python bench/pruning_savings.py [--trials 50] [--data synthetic] [--seeds 0 [1 2 ...]]
+                                    [--pruners asha ...]
 
 Runs `harness.search` twice per seed: all the studies run at the same time, one process with
 one torch thread each (fresh Optuna and MLflow stores in a temporary folder), so that they
@@ -55,13 +56,16 @@ def main() -> None:
     parser.add_argument("--data", default="synthetic")
     parser.add_argument("--space", default="unet")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument(
+        "--pruners", nargs="+", help="run only these (default: the space's pruner and none)"
+    )
     args = parser.parse_args()
     quiet_libraries()
     default_pruner = load_space(args.space).study.pruner
     load_splits(args.data, load_space(args.space).study.image_size)  # fill the cache first
     print(f"machine: {machine()}; each study: 1 torch thread, all at once")
 
-    pruners = (default_pruner, "none")
+    pruners = args.pruners or (default_pruner, "none")
     results: dict[int, dict[str, tuple[int, float, float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         context = multiprocessing.get_context("spawn")
@@ -81,6 +85,8 @@ def main() -> None:
     for seed, by_pruner in results.items():
         for pruner, (epochs, wall, cpu, best) in by_pruner.items():
             print(f"{seed:>4} {pruner:<10} {epochs:>7} {wall:>8.0f} {cpu:>8.0f} {best:>13.4f}")
+    if set(pruners) != {default_pruner, "none"}:
+        return
     for seed, by_pruner in results.items():
         print(
             f"seed {seed}: " + compare(by_pruner[default_pruner], by_pruner["none"], default_pruner)
