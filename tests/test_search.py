@@ -4,10 +4,18 @@ import optuna
 import pytest
 
 from harness.cli import run_main
-from harness.objective import FAIL_REASON_ATTR, RUN_ID_ATTR, STOP_REASON_ATTR, Objective
+from harness.metrics import Scores
+from harness.objective import (
+    FAIL_REASON_ATTR,
+    RUN_ID_ATTR,
+    STOP_REASON_ATTR,
+    Objective,
+    RestoredValue,
+)
 from harness.search import SearchOptions, main, run_search
 from harness.spaces import load_space
 from harness.tracking import Tag, Tracker
+from harness.trainer import EpochResult
 from tests.helpers import running_runs, toy_splits
 
 TINY_SPACE = """
@@ -86,6 +94,11 @@ def test_three_trial_study_records_every_trial_in_mlflow(space_file, tracking_ur
         assert float(run.data.params["lr"]) == pytest.approx(trial.params["lr"])
         history = client.get_metric_history(run.info.run_id, "val_iou")
         assert sorted(m.step for m in history) == sorted(trial.intermediate_values)
+        # the pruner is told the best epoch so far: what the trial returns if it stops there
+        ious = [m.value for m in sorted(history, key=lambda m: m.step)]
+        best_so_far = [max(ious[: i + 1]) for i in range(len(ious))]
+        reported = [trial.intermediate_values[step] for step in sorted(trial.intermediate_values)]
+        assert reported == pytest.approx(best_so_far)
         assert trial.user_attrs[STOP_REASON_ATTR]
         assert run.info.status == "FINISHED"
 
@@ -208,3 +221,15 @@ def test_the_search_promotes_its_best_model(space_file, tracking_uri, client):
     champion = client.get_model_version_by_alias("search-best", "champion")
     assert champion.tags["harness.source_run_id"] == result.best_trial.user_attrs[RUN_ID_ATTR]
     assert champion.tags["harness.study"] == "promoted"
+
+
+def test_a_dip_after_the_best_epoch_is_not_what_the_pruner_sees():
+    def epoch(number: int, iou: float, val_loss: float) -> EpochResult:
+        scores = Scores(accuracy=0.9, iou=iou, fg_iou=iou)
+        return EpochResult(number, 0.5, val_loss, scores, scores, epoch_time_s=1.0)
+
+    by_iou, by_loss = RestoredValue("val_iou"), RestoredValue("val_loss")
+    curve = [epoch(1, 0.50, 0.40), epoch(2, 0.70, 0.30), epoch(3, 0.60, 0.20), epoch(4, 0.80, 0.25)]
+    assert [by_iou.update(e) for e in curve] == [0.50, 0.70, 0.70, 0.80]
+    # another study metric is read at the best-IoU epoch, the one whose weights are restored
+    assert [by_loss.update(e) for e in curve] == [0.40, 0.30, 0.30, 0.25]
