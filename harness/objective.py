@@ -134,8 +134,8 @@ class RestoredValue:
     This, not the latest epoch's value, is what the trial reports to the pruner: a trial
     returns its best epoch (the trainer restores those weights), and on small validation sets
     one epoch's IoU dips by a few hundredths. Judged on the latest epoch, a good trial that dips
-    at a rung is pruned; replaying recorded learning curves (bench/learning_curves.py) the
-    default pruner found the best configuration in half the epochs judged this way.
+    at a rung is pruned. Replaying recorded learning curves (bench/learning_curves.py), the
+    default pruner judged this way needs half the epochs to come within 0.01 of the best.
     """
 
     def __init__(self, metric: str):
