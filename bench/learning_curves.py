@@ -31,6 +31,7 @@ import optuna
 import torch
 from common import machine
 from scipy.stats import spearmanr
+from search_efficiency import TOLERANCE  # --tolerance replays with another
 
 from harness.cli import quiet_libraries
 from harness.data import load_splits
@@ -38,7 +39,6 @@ from harness.spaces import load_space
 from harness.studies import make_pruner, make_sampler
 from harness.trainer import fit
 
-TOLERANCE = 0.01  # the search-efficiency target's; --tolerance replays with another
 # pruner settings replayed: (name, pruner, warm-up epochs, what a trial reports each epoch:
 # its best epoch so far, as the harness does, or the latest epoch's IoU, as it did before)
 PRUNERS = [
@@ -65,7 +65,8 @@ def draw_configs(space_name: str, count: int, seed: int) -> list[dict]:
     configs = []
     for _ in range(count):
         trial = study.ask()
-        configs.append({name: dist.suggest(trial) for name, dist in space.params.items()})
+        space.suggest(trial, seed=seed, max_epochs=space.study.max_epochs)
+        configs.append(trial.params)
         study.tell(trial, 0.0)
     return configs
 
@@ -176,10 +177,10 @@ def report(saved: dict, permutations: int, tolerance: float) -> None:
     orders = [rng.permutation(len(curves)) for _ in range(permutations)]
     baseline = None
     study_settings = load_space(saved["space"]).study
+    budget = sum(len(stopped(c, p["patience"])) for c, p in zip(curves, configs))
     for name, pruner, warmup, reports in PRUNERS:
         settings = dataclasses.replace(study_settings, pruner=pruner, pruner_warmup_epochs=warmup)
         spent = [replay(configs, curves, o, settings, reports, threshold) for o in orders]
-        budget = sum(len(stopped(c, p["patience"])) for c, p in zip(curves, configs))
         mean = statistics.mean(s if s is not None else budget for s in spent)
         baseline = baseline or mean
         missed = sum(s is None for s in spent)

@@ -5,7 +5,6 @@ study's parent run, the trainer fits with two per-epoch hooks (MLflow metrics, O
 pruning), and the run is closed with the trial's state as a tag.
 """
 
-import math
 import sys
 from dataclasses import dataclass
 
@@ -141,13 +140,13 @@ class RestoredValue:
 
     def __init__(self, metric: str):
         self.metric = metric
-        self.best_iou = -math.inf
-        self.value = math.nan
+        self.best: EpochResult | None = None
 
     def update(self, result: EpochResult) -> float:
-        if result.val.iou > self.best_iou:  # the trainer's rule for its best epoch
-            self.best_iou, self.value = result.val.iou, epoch_metrics(result)[self.metric]
-        return self.value
+        # the trainer's rule for its best epoch: the first with the highest validation IoU
+        if self.best is None or result.val.iou > self.best.val.iou:
+            self.best = result
+        return epoch_metrics(self.best)[self.metric]
 
 
 def trial_value(fit: FitResult, metric: str) -> float:
