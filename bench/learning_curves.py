@@ -124,7 +124,9 @@ def stopped(curve: list[float], patience: int) -> list[float]:
 def replay(configs, curves, order, settings, reports, threshold) -> int | None:
     """Epochs a search over `order` spends until a completed trial reaches `threshold`."""
     pruner = make_pruner(settings.pruner, settings, settings.max_epochs)
-    study = optuna.create_study(direction=settings.direction, pruner=pruner)
+    # Hyperband picks each trial's bracket from a hash of the study name: fixed, so that
+    # replays repeat
+    study = optuna.create_study(study_name="replay", direction=settings.direction, pruner=pruner)
     spent = 0
     for index in order:
         trial = study.ask()
