@@ -2,13 +2,20 @@
 
     python bench/search_efficiency.py [--budget 150] [--seeds 0 1 2] [--data synthetic]
                                       [--jobs 2] [--variant NAME:KEY=VALUE,...] [--out docs]
+                                      [--extend random=450] [--resume]
 
 Each method runs the default search space with the same budget of training epochs, over
 several seeds: (a) random sampling without pruning, (b) TPE without pruning, (c) the default
 (TPE with the space file's pruner). `--variant` adds candidate settings to compare (any
 [study] key of the space file, e.g. `median:pruner=median,pruner_warmup_epochs=1`). It records the
 best validation IoU reached against cumulative epochs (the anytime curve), and the epochs each
-needs to come within 0.01 of the best IoU any of them found. Compute is counted in epochs, so
+needs to come within 0.01 of the best IoU any of them found within the common budget.
+`--extend random=450` runs random search on past the budget, so that when it has not come
+within the tolerance by then its cost is measured instead of charged the budget (continuing
+the saved searches with --resume: its trials are drawn independently from (seed, trial number),
+so a continued search draws what the same search would have drawn had it run on). A second
+table does the same on the mean anytime curve over the seeds, which one lucky search does not
+set alone. Compute is counted in epochs, so
 `--jobs` searches run at once (one torch thread each) without changing the result. Writes
 `search_efficiency.png`, `search_efficiency.md` and the raw curves (`search_efficiency.json`,
 written as searches finish; `--from-json` remakes the table and plot from it, `--resume`
@@ -64,9 +71,16 @@ def parse_variant(text: str) -> tuple[str, dict[str, object]]:
 
 
 def anytime_curve(
-    args: argparse.Namespace, method: str, overrides: dict[str, object], seed: int, threads: int
+    args: argparse.Namespace,
+    method: str,
+    overrides: dict[str, object],
+    seed: int,
+    threads: int,
+    budget: int,
+    done: list[tuple[int, float | None]],
 ) -> list[tuple[int, float | None]]:
-    """(cumulative epochs, best validation IoU of a completed trial so far) after each trial."""
+    """(cumulative epochs, best validation IoU of a completed trial so far) after each trial,
+    going on from the curve of the trials `done` (only for a sampler that ignores history)."""
     torch.set_num_threads(threads)
     quiet_libraries()
     space = load_space(args.space)
@@ -78,17 +92,20 @@ def anytime_curve(
         sampler=make_sampler(settings, seed),
         pruner=make_pruner(settings.pruner, settings, settings.max_epochs),
     )
-    curve: list[tuple[int, float | None]] = []
+    # placeholders, so the next trial gets the number (and so the parameters and training
+    # seed) it would have had
+    for _ in done:
+        study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    curve = list(done)
+    better = max if settings.direction == "maximize" else min
 
     def record(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         spent = (curve[-1][0] if curve else 0) + len(trial.intermediate_values)
-        complete = [
-            t.value
-            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        ]
-        best = (max if settings.direction == "maximize" else min)(complete) if complete else None
+        best = curve[-1][1] if curve else None
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            best = trial.value if best is None else better(best, trial.value)
         curve.append((spent, best))
-        if spent >= args.budget:
+        if spent >= budget:
             study.stop()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,20 +121,33 @@ def anytime_curve(
     return curve
 
 
-def run_searches(args: argparse.Namespace, methods: dict[str, dict], path: Path) -> dict:
+def run_searches(
+    args: argparse.Namespace, methods: dict[str, dict], budgets: dict[str, int], path: Path
+) -> dict:
     """Every (method, seed) search, `args.jobs` at a time; curves saved to `path` as they end.
 
-    With --resume, searches whose curve `path` already holds are not run again.
+    With --resume, searches whose curve `path` already holds are not run again, and saved
+    random searches shorter than their budget go on from where they stopped.
     """
     saved = json.loads(path.read_text())["curves"] if args.resume and path.exists() else {}
     curves: dict[str, dict[str, list]] = {m: dict(saved.get(m, {})) for m in methods}
     threads = max(1, torch.get_num_threads() // args.jobs)
-    jobs = [(m, seed) for seed in args.seeds for m in methods if str(seed) not in curves[m]]
+    jobs = {}
+    for seed in args.seeds:
+        for m in methods:
+            done = curves[m].get(str(seed), [])
+            if done and done[-1][0] >= budgets[m]:
+                continue
+            if done and not draws_independently(methods[m]):
+                raise SystemExit(f"cannot extend the saved {m} search: its sampler uses history")
+            jobs[m, seed] = done
     begun = time.perf_counter()
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         started = {
-            pool.submit(anytime_curve, args, m, methods[m], seed, threads): (m, seed, begun)
-            for m, seed in jobs
+            pool.submit(
+                anytime_curve, args, m, methods[m], seed, threads, budgets[m], done
+            ): (m, seed, begun)
+            for (m, seed), done in jobs.items()
         }  # fmt: skip
         for future in as_completed(started):
             method, seed, start = started[future]
@@ -130,6 +160,23 @@ def run_searches(args: argparse.Namespace, methods: dict[str, dict], path: Path)
                 flush=True,
             )
     return curves
+
+
+def draws_independently(overrides: dict[str, object]) -> bool:
+    return overrides.get("sampler") == "random" and overrides.get("pruner") == "none"
+
+
+def parse_extension(text: str) -> tuple[str, int]:
+    method, _, epochs = text.partition("=")
+    if method not in METHODS or not draws_independently(METHODS[method]) or not epochs.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected random=EPOCHS")
+    return method, int(epochs)
+
+
+def within_budget(curve: list, budget: int) -> list:
+    """The curve the search would have drawn with `budget`: up to the trial that reached it."""
+    end = next((i for i, (spent, _) in enumerate(curve) if spent >= budget), len(curve) - 1)
+    return curve[: end + 1]
 
 
 def epochs_to_reach(curve, threshold: float) -> int | None:
@@ -154,6 +201,10 @@ def main() -> None:
     parser.add_argument(
         "--resume", action="store_true", help="keep the curves already in --out's JSON"
     )
+    parser.add_argument(
+        "--extend", action="append", default=[], type=parse_extension, metavar="random=EPOCHS",
+        help="run random search on to EPOCHS, to measure what it needs past the budget",
+    )  # fmt: skip
     args = parser.parse_args()
     quiet_libraries()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -167,76 +218,152 @@ def main() -> None:
         print(f"machine: {machine()}")
         print(f"{args.space} space on {args.data} at {image_size}px, {args.budget} epochs per search, seeds {args.seeds}")  # fmt: skip
         methods = {m: METHODS[m] for m in args.methods} | dict(args.variant)
-        curves = run_searches(args, methods, args.out / "search_efficiency.json")
+        budgets = {m: args.budget for m in methods} | dict(args.extend)
+        curves = run_searches(args, methods, budgets, args.out / "search_efficiency.json")
     curves = {m: per_seed for m, per_seed in curves.items() if per_seed}
-    tables = [tabulate(curves, args.budget, t) for t in (TOLERANCE, *args.also_tolerance)]
+    tolerances = (TOLERANCE, *args.also_tolerance)
+    tables = [tabulate(curves, args.budget, t) for t in tolerances]
+    tables += [tabulate_mean(curves, args.budget, t) for t in tolerances]
     table, threshold = "\n\n".join(t for t, _ in tables), tables[0][1]
     print(table)
     command = (
         f"python bench/search_efficiency.py --budget {args.budget} --seeds {' '.join(map(str, args.seeds))} "
         f"--data {args.data} --jobs {args.jobs}"
         + "".join(f" --variant {name}:" + ",".join(f"{k}={v}" for k, v in o.items()) for name, o in args.variant)
+        + "".join(f" --extend {m}={e}" for m, e in args.extend)
     )  # fmt: skip
     (args.out / "search_efficiency.md").write_text(
         f"Measured with `{command}` on {machine()}.\n\n{table}\n"
     )
-    plot(curves, threshold, args.out / "search_efficiency.png")
+    plot(curves, args.budget, threshold, args.out / "search_efficiency.png")
     print(f"wrote {args.out}/search_efficiency.png, .md and .json")
 
 
 def tabulate(
     curves: dict[str, dict[str, list]], budget: int, tolerance: float
 ) -> tuple[str, float]:
-    finals = [c[-1][1] for per_seed in curves.values() for c in per_seed.values() if c[-1][1]]
-    best_overall = max(finals)
+    """Per search: the best any search found within `budget` sets the threshold; a search that
+    never got there is charged what it spent (a lower bound on its cost, shown as >N)."""
+    finals = {
+        m: [within_budget(c, budget)[-1][1] or 0 for c in per_seed.values()]
+        for m, per_seed in curves.items()
+    }
+    best_overall = max(max(f) for f in finals.values())
     threshold = best_overall - tolerance
     rows = {}
     for method, per_seed in curves.items():
-        reached = [epochs_to_reach(c, threshold) for c in per_seed.values()]
+        reached = [(epochs_to_reach(c, threshold), c[-1][0]) for c in per_seed.values()]
         rows[method] = {
-            "final": statistics.mean(c[-1][1] or 0 for c in per_seed.values()),
-            "trials": statistics.mean(len(c) for c in per_seed.values()),
-            "reached": f"{sum(r is not None for r in reached)}/{len(reached)}",
-            # a search that never got there is charged the whole budget: a lower bound on its cost
-            "epochs": statistics.mean(r if r is not None else budget for r in reached),
-            "each": ", ".join(str(r) if r is not None else f">{budget}" for r in reached),
+            "final": statistics.mean(finals[method]),
+            "trials": statistics.mean(len(within_budget(c, budget)) for c in per_seed.values()),
+            "reached": f"{sum(r is not None for r, _ in reached)}/{len(reached)}",
+            "epochs": statistics.mean(r if r is not None else spent for r, spent in reached),
+            "each": ", ".join(str(r) if r is not None else f">{spent}" for r, spent in reached),
+            "censored": any(r is None for r, _ in reached),
         }  # fmt: skip
     lines = [
-        f"Best validation IoU any search found: {best_overall:.4f}; threshold {threshold:.4f} (best - {tolerance}).",
+        f"Per search. Best validation IoU any search found in {budget} epochs: {best_overall:.4f}; threshold {threshold:.4f} (best - {tolerance}).",
         "",
-        "| method | trials per search | mean final best IoU | reached threshold | epochs to threshold, per seed | mean | / random |",
+        "| method | trials per search | mean best IoU at the budget | reached threshold | epochs to threshold, per seed | mean | / random |",
         "|---|---|---|---|---|---|---|",
     ]
-    random_epochs = rows["random"]["epochs"] if "random" in rows else None
-    for method, r in rows.items():
-        ratio = f"{r['epochs'] / random_epochs:.2f}" if random_epochs else "-"
-        lines.append(
-            f"| {method} | {r['trials']:.0f} | {r['final']:.4f} | {r['reached']} | {r['each']} | {r['epochs']:.0f} | {ratio} |"
-        )
+    lines += table_rows(rows)
     if tolerance == TOLERANCE:
         lines += ["", "Target: the default at most 0.33 of random search's compute."]
     return "\n".join(lines), threshold
 
 
-def plot(curves: dict[str, dict[str, list]], threshold: float, path: Path) -> None:
+def mean_curve(per_seed: dict[str, list]) -> list[tuple[int, float]]:
+    """The mean over seeds of the best IoU so far, at every epoch count where one changes,
+    while every seed has a completed trial and has not yet stopped."""
+    steps = [[(s, b) for s, b in c if b is not None] for c in per_seed.values()]
+    end = min(c[-1][0] for c in steps)
+    points = sorted(
+        {s for c in steps for s, _ in c if s <= end and s >= max(c[0][0] for c in steps)}
+    )
+    # the step function of each curve: the last value at or before the epoch count
+    return [
+        (e, statistics.mean(next(b for s, b in reversed(c) if s <= e) for c in steps))
+        for e in points
+    ]  # fmt: skip
+
+
+def tabulate_mean(
+    curves: dict[str, dict[str, list]], budget: int, tolerance: float
+) -> tuple[str, float]:
+    """On each method's mean anytime curve: the threshold is the best mean at the budget."""
+    means = {m: mean_curve(per_seed) for m, per_seed in curves.items()}
+    at_budget = {m: next(b for e, b in reversed(c) if e <= budget) for m, c in means.items()}
+    threshold = max(at_budget.values()) - tolerance
+    rows = {}
+    for method, curve in means.items():
+        reached = epochs_to_reach(curve, threshold)
+        rows[method] = {
+            "final": at_budget[method],
+            "epochs": reached if reached is not None else curve[-1][0],
+            "each": str(reached) if reached is not None else f">{curve[-1][0]}",
+            "censored": reached is None,
+        }
+    lines = [
+        f"Mean over seeds. Best mean anytime curve at {budget} epochs: {threshold + tolerance:.4f}; threshold {threshold:.4f} (best - {tolerance}).",
+        "",
+        "| method | mean best IoU at the budget | epochs for the mean curve to reach the threshold | / random |",
+        "|---|---|---|---|",
+    ]
+    lines += table_rows(rows)
+    return "\n".join(lines), threshold
+
+
+def table_rows(rows: dict[str, dict]) -> list[str]:
+    """Markdown rows; a ratio with a censored side (a search charged only what it spent) is a
+    bound, and says which way."""
+    random = rows.get("random")
+    lines = []
+    for method, r in rows.items():
+        ratio = "-"
+        if random and method != "random":
+            ratio = f"{r['epochs'] / random['epochs']:.2f}"
+            if r["censored"] and random["censored"]:
+                ratio += " (both censored)"
+            elif r["censored"] or random["censored"]:
+                ratio = ("≥ " if r["censored"] else "≤ ") + ratio
+        elif random:
+            ratio = "1.00"
+        cells = [f"{r['final']:.4f}", r["each"], ratio]
+        if "trials" in r:
+            cells = [
+                f"{r['trials']:.0f}",
+                cells[0],
+                r["reached"],
+                r["each"],
+                f"{r['epochs']:.0f}",
+                ratio,
+            ]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot(curves: dict[str, dict[str, list]], budget: int, threshold: float, path: Path) -> None:
     colours = dict(zip(curves, plt.get_cmap("tab10").colors, strict=False))
     fig, ax = plt.subplots(figsize=(8, 5))
     for method, per_seed in curves.items():
-        for i, curve in enumerate(per_seed.values()):
+        for curve in per_seed.values():
             points = [(s, b) for s, b in curve if b is not None]
             ax.step(
-                [s for s, _ in points],
-                [b for _, b in points],
-                where="post",
-                color=colours[method],
-                alpha=0.8,
-                label=method if i == 0 else None,
+                *zip(*points, strict=True), where="post", color=colours[method], alpha=0.3, lw=0.8
             )
-    ax.axhline(threshold, color="black", linestyle=":", label=f"best - {TOLERANCE}")
+        ax.step(
+            *zip(*mean_curve(per_seed), strict=True),
+            where="post", color=colours[method], lw=2, label=f"{method} (mean of {len(per_seed)} seeds)",
+        )  # fmt: skip
+    ax.axhline(
+        threshold, color="black", linestyle=":", label=f"best any search found - {TOLERANCE}"
+    )
+    ax.axvline(budget, color="grey", linestyle="--", label="common budget")
     ax.set(
         xlabel="cumulative training epochs",
         ylabel="best validation IoU so far",
-        title="Anytime performance (one line per seed)",
+        title="Anytime performance (thin: one search each; thick: mean over seeds)",
     )
     ax.grid(alpha=0.3)
     ax.legend()
