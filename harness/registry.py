@@ -64,7 +64,6 @@ from harness.tracking import (
     Tag,
     Tracker,
     final_metric,
-    load_checkpoint,
 )
 
 DEFAULT_REGISTERED_MODEL = "harness-unet"
@@ -229,17 +228,11 @@ def load_source_model(tracker: Tracker, source: SourceRun) -> UNet:
         model = UNet(source.depth, source.base_channels)
     except ValueError as error:
         raise HarnessError(f"run {source.run_id}: {error}") from None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = _call(
-            lambda: tracker.client.download_artifacts(
-                source.run_id, f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}", tmp
-            )
-        )
-        try:
-            model.load_state_dict(load_checkpoint(path))
-        except (RuntimeError, OSError) as error:
-            reason = str(error).splitlines()[0]
-            raise HarnessError(f"run {source.run_id}: unusable checkpoint: {reason}") from None
+    try:
+        _call(lambda: tracker.load_checkpoint_into(source.run_id, model))
+    except (RuntimeError, OSError) as error:
+        reason = str(error).splitlines()[0]
+        raise HarnessError(f"run {source.run_id}: unusable checkpoint: {reason}") from None
     return model.eval()
 
 

@@ -3,10 +3,8 @@
 Used by `harness.train` (one run) and `harness.search` (one child run per trial).
 """
 
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,14 +13,11 @@ from harness import plots
 from harness.data import Splits
 from harness.metrics import Scores
 from harness.tracking import (
-    CHECKPOINT_DIR,
-    CHECKPOINT_FILE,
     Param,
     Tag,
     Tracker,
     epoch_metrics,
     fit_metrics,
-    load_checkpoint,
     split_metrics,
 )
 from harness.trainer import (
@@ -93,11 +88,7 @@ def load_run_model(tracker: Tracker, run_id: str, device: torch.device) -> torch
     run = tracker.client.get_run(run_id)
     depth = int(run.data.params[Param.DEPTH])
     base_channels = int(run.data.params[Param.BASE_CHANNELS])
-    model = build_model(depth, base_channels, device)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = tracker.client.download_artifacts(run_id, f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}", tmp)
-        model.load_state_dict(load_checkpoint(Path(path)))
-    return model
+    return tracker.load_checkpoint_into(run_id, build_model(depth, base_channels, device))
 
 
 def evaluate_splits(

@@ -210,6 +210,15 @@ class Tracker:
             torch.save({k: v.cpu() for k, v in model.state_dict().items()}, path)
             self.client.log_artifact(run_id, str(path), CHECKPOINT_DIR)
 
+    def load_checkpoint_into(self, run_id: str, model: torch.nn.Module) -> torch.nn.Module:
+        """The run's logged weights loaded into `model` (read with weights_only=True)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.client.download_artifacts(
+                run_id, f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}", tmp
+            )
+            model.load_state_dict(load_checkpoint(path))
+        return model
+
     def end_run(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)
 
