@@ -228,11 +228,7 @@ def load_source_model(tracker: Tracker, source: SourceRun) -> UNet:
         model = UNet(source.depth, source.base_channels)
     except ValueError as error:
         raise HarnessError(f"run {source.run_id}: {error}") from None
-    try:
-        _call(lambda: tracker.load_checkpoint_into(source.run_id, model))
-    except (RuntimeError, OSError) as error:
-        reason = str(error).splitlines()[0]
-        raise HarnessError(f"run {source.run_id}: unusable checkpoint: {reason}") from None
+    _call(lambda: tracker.load_checkpoint_into(source.run_id, model))
     return model.eval()
 
 

@@ -4,6 +4,7 @@ All calls go through an explicit `MlflowClient` and run id, never MLflow's fluen
 active-run stack: that stack is per thread, and Optuna runs `--n-jobs` trials in threads.
 """
 
+import pickle
 import tempfile
 import time
 import urllib.error
@@ -211,12 +212,19 @@ class Tracker:
             self.client.log_artifact(run_id, str(path), CHECKPOINT_DIR)
 
     def load_checkpoint_into(self, run_id: str, model: torch.nn.Module) -> torch.nn.Module:
-        """The run's logged weights loaded into `model` (read with weights_only=True)."""
+        """The run's logged weights loaded into `model` (read with weights_only=True); a file
+        that is not such a checkpoint, or one for another architecture, is a HarnessError."""
         with tempfile.TemporaryDirectory() as tmp:
             path = self.client.download_artifacts(
                 run_id, f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}", tmp
             )
-            model.load_state_dict(load_checkpoint(path))
+            try:
+                model.load_state_dict(load_checkpoint(path))
+            except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                raise HarnessError(
+                    f"run {run_id}: unusable checkpoint: {reason or type(error).__name__}"
+                ) from None
         return model
 
     def end_run(self, run_id: str, status: str) -> None:

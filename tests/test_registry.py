@@ -30,7 +30,7 @@ from harness.registry import (
 )
 from harness.runs import log_evaluation, train_tracked
 from harness.search import SearchOptions, run_search
-from harness.tracking import CHECKPOINT_DIR, CHECKPOINT_FILE, Tag, Tracker, load_checkpoint
+from harness.tracking import CHECKPOINT_DIR, CHECKPOINT_FILE, Tag, Tracker
 from harness.trainer import TrainConfig
 from tests.helpers import toy_splits
 
@@ -212,9 +212,7 @@ def test_champion_serves_pet_probabilities_through_pyfunc(
     assert probabilities.min() >= 0.0 and probabilities.max() <= 1.0
     assert model.predict(images[:1]).shape == (1, 1, 32, 32)  # the batch dimension is dynamic
     # the same numbers as the run's checkpoint, read with weights_only=True
-    unet = UNet(2, 4)
-    checkpoint = tracker.client.download_artifacts(run_id, f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}")
-    unet.load_state_dict(load_checkpoint(checkpoint))
+    unet = tracker.load_checkpoint_into(run_id, UNet(2, 4))
     expected = torch.sigmoid(unet.eval()(torch.from_numpy(images))).detach().numpy()
     np.testing.assert_allclose(probabilities, expected, atol=1e-5)
     # an exported graph, not a pickled module
@@ -290,6 +288,14 @@ def bad_run_without_checkpoint(tracker, splits):
     return ["--run-id", run_id], "has no checkpoint"
 
 
+def bad_run_with_corrupt_checkpoint(tracker, splits):
+    run_id = bad_run_without_checkpoint(tracker, splits)[0][1]
+    corrupt = Path.cwd() / CHECKPOINT_FILE
+    corrupt.write_bytes(b"not a torch checkpoint")
+    tracker.client.log_artifact(run_id, str(corrupt), CHECKPOINT_DIR)
+    return ["--run-id", run_id], "unusable checkpoint"
+
+
 def bad_run_without_test_iou(tracker, splits):
     return ["--run-id", trained_run(tracker, splits, evaluate=False)], "has no test_iou"
 
@@ -325,6 +331,7 @@ def bad_missing_storage(tracker, splits):
     [
         bad_unknown_run,
         bad_run_without_checkpoint,
+        bad_run_with_corrupt_checkpoint,
         bad_run_without_test_iou,
         bad_unknown_study,
         bad_study_without_completed_trial,
