@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import multiprocessing
+import random
 import statistics
 import tempfile
 import time
@@ -287,9 +288,9 @@ def mean_curve(per_seed: dict[str, list]) -> list[tuple[int, float]]:
     ]  # fmt: skip
 
 
-def tabulate_mean(
+def mean_rows(
     curves: dict[str, dict[str, list]], budget: int, tolerance: float
-) -> tuple[str, float]:
+) -> tuple[dict[str, dict], float]:
     """On each method's mean anytime curve: the threshold is the best mean at the budget."""
     means = {m: mean_curve(per_seed) for m, per_seed in curves.items()}
     at_budget = {m: next(b for e, b in reversed(c) if e <= budget) for m, c in means.items()}
@@ -303,6 +304,13 @@ def tabulate_mean(
             "each": str(reached) if reached is not None else f">{curve[-1][0]}",
             "censored": reached is None,
         }
+    return rows, threshold
+
+
+def tabulate_mean(
+    curves: dict[str, dict[str, list]], budget: int, tolerance: float
+) -> tuple[str, float]:
+    rows, threshold = mean_rows(curves, budget, tolerance)
     lines = [
         f"Mean over seeds. Best mean anytime curve at {budget} epochs: {threshold + tolerance:.4f}; threshold {threshold:.4f} (best - {tolerance}).",
         "",
@@ -310,23 +318,49 @@ def tabulate_mean(
         "|---|---|---|---|",
     ]
     lines += table_rows(rows)
+    if {"default", "random"} <= rows.keys():
+        ratios = sorted(bootstrap_ratios(curves, budget, tolerance))
+        low, median, high = (ratios[int(q * (len(ratios) - 1))] for q in (0.05, 0.5, 0.95))
+        share = sum(r <= 1 / 3 for r in ratios) / len(ratios)
+        lines += [
+            "",
+            f"Each method's seeds resampled with replacement {len(ratios)} times: default / random "
+            f"median {median:.2f}, 90% of resamples between {low:.2f} and {high:.2f}, at most 1/3 "
+            f"in {share:.0%} (a mean curve that never reaches the threshold counts the epochs it ran).",
+        ]  # fmt: skip
     return "\n".join(lines), threshold
+
+
+def bootstrap_ratios(
+    curves: dict[str, dict[str, list]], budget: int, tolerance: float, resamples: int = 2000
+) -> list[float]:
+    """How much the mean-curve ratio of the default to random search owes to which seeds ran."""
+    rng = random.Random(0)
+    ratios = []
+    for _ in range(resamples):
+        drawn = {
+            m: {str(i): rng.choice(list(per_seed.values())) for i in range(len(per_seed))}
+            for m, per_seed in curves.items()
+        }
+        rows, _ = mean_rows(drawn, budget, tolerance)
+        ratios.append(rows["default"]["epochs"] / rows["random"]["epochs"])
+    return ratios
 
 
 def table_rows(rows: dict[str, dict]) -> list[str]:
     """Markdown rows; a ratio with a censored side (a search charged only what it spent) is a
     bound, and says which way."""
-    random = rows.get("random")
+    baseline = rows.get("random")
     lines = []
     for method, r in rows.items():
         ratio = "-"
-        if random and method != "random":
-            ratio = f"{r['epochs'] / random['epochs']:.2f}"
-            if r["censored"] and random["censored"]:
+        if baseline and method != "random":
+            ratio = f"{r['epochs'] / baseline['epochs']:.2f}"
+            if r["censored"] and baseline["censored"]:
                 ratio += " (both censored)"
-            elif r["censored"] or random["censored"]:
+            elif r["censored"] or baseline["censored"]:
                 ratio = ("≥ " if r["censored"] else "≤ ") + ratio
-        elif random:
+        elif baseline:
             ratio = "1.00"
         cells = [f"{r['final']:.4f}", r["each"], ratio]
         if "trials" in r:
