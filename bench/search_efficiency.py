@@ -123,19 +123,23 @@ def anytime_curve(
 
 
 def run_searches(
-    args: argparse.Namespace, methods: dict[str, dict], budgets: dict[str, int], path: Path
+    args: argparse.Namespace, ran: dict[str, dict], budgets: dict[str, int], path: Path
 ) -> dict:
-    """Every (method, seed) search, `args.jobs` at a time; curves saved to `path` as they end.
+    """Every (method, seed) search of the methods to be `ran`, `args.jobs` at a time; curves
+    saved to `path` as they end.
 
-    With --resume, searches whose curve `path` already holds are not run again, and saved
-    random searches shorter than their budget go on from where they stopped.
+    With --resume, searches whose curve `path` already holds are not run again, saved random
+    searches shorter than their budget go on from where they stopped, and the saved curves of
+    other methods are kept.
     """
-    saved = json.loads(path.read_text())["curves"] if args.resume and path.exists() else {}
-    curves: dict[str, dict[str, list]] = {m: dict(saved.get(m, {})) for m in methods}
+    saved = json.loads(path.read_text()) if args.resume and path.exists() else {}
+    # methods this run leaves alone keep their saved curves
+    methods = saved.get("methods", {}) | ran
+    curves = {m: dict(saved.get("curves", {}).get(m, {})) for m in methods}
     threads = max(1, torch.get_num_threads() // args.jobs)
     jobs = {}
     for seed in args.seeds:
-        for m in methods:
+        for m in ran:
             done = curves[m].get(str(seed), [])
             if done and done[-1][0] >= budgets[m]:
                 continue
