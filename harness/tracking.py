@@ -214,17 +214,29 @@ class Tracker:
     def load_checkpoint_into(self, run_id: str, model: torch.nn.Module) -> torch.nn.Module:
         """The run's logged weights loaded into `model` (read with weights_only=True); a file
         that is not such a checkpoint, or one for another architecture, is a HarnessError."""
+        unusable = f"run {run_id}: unusable checkpoint"
         with tempfile.TemporaryDirectory() as tmp:
             path = self.client.download_artifacts(
                 run_id, f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}", tmp
             )
             try:
-                model.load_state_dict(load_checkpoint(path))
-            except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-                raise HarnessError(
-                    f"run {run_id}: unusable checkpoint: {reason or type(error).__name__}"
-                ) from None
+                state = load_checkpoint(path)
+            except pickle.UnpicklingError:
+                # torch's own message advises weights_only=False: wrong for a downloaded file
+                raise HarnessError(f"{unusable}: not a weights-only state dict") from None
+            except (RuntimeError, OSError, EOFError) as error:
+                raise HarnessError(f"{unusable}: {_first_line(error)}") from None
+        if not isinstance(state, Mapping) or not all(isinstance(key, str) for key in state):
+            raise HarnessError(f"{unusable}: not a state dict")
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:
+            # torch heads the message "Error(s) in loading state_dict"; the reasons follow
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            reason = (lines[1] if len(lines) > 1 else _first_line(error))[:300]
+            raise HarnessError(
+                f"run {run_id}: the checkpoint does not fit the model: {reason}"
+            ) from None
         return model
 
     def end_run(self, run_id: str, status: str) -> None:
@@ -246,6 +258,11 @@ class Tracker:
 
 def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _now_ms() -> int:

@@ -288,12 +288,29 @@ def bad_run_without_checkpoint(tracker, splits):
     return ["--run-id", run_id], "has no checkpoint"
 
 
-def bad_run_with_corrupt_checkpoint(tracker, splits):
+def run_with_checkpoint_file(tracker, splits, write) -> str:
+    """A run whose params say depth 2, base 4, with `write(path)` as its checkpoint file."""
     run_id = bad_run_without_checkpoint(tracker, splits)[0][1]
-    corrupt = Path.cwd() / CHECKPOINT_FILE
-    corrupt.write_bytes(b"not a torch checkpoint")
-    tracker.client.log_artifact(run_id, str(corrupt), CHECKPOINT_DIR)
-    return ["--run-id", run_id], "unusable checkpoint"
+    path = Path.cwd() / CHECKPOINT_FILE
+    write(path)
+    tracker.client.log_artifact(run_id, str(path), CHECKPOINT_DIR)
+    return run_id
+
+
+def bad_run_with_corrupt_checkpoint(tracker, splits):
+    run_id = run_with_checkpoint_file(tracker, splits, lambda p: p.write_bytes(b"not a torch file"))
+    return ["--run-id", run_id], "unusable checkpoint: not a weights-only state dict"
+
+
+def bad_run_with_a_tensor_for_checkpoint(tracker, splits):
+    run_id = run_with_checkpoint_file(tracker, splits, lambda p: torch.save(torch.zeros(3), p))
+    return ["--run-id", run_id], "unusable checkpoint: not a state dict"
+
+
+def bad_run_with_another_architecture_s_checkpoint(tracker, splits):
+    deeper = UNet(3, 4).state_dict()
+    run_id = run_with_checkpoint_file(tracker, splits, lambda p: torch.save(deeper, p))
+    return ["--run-id", run_id], "the checkpoint does not fit the model: Unexpected key(s)"
 
 
 def bad_run_without_test_iou(tracker, splits):
@@ -332,6 +349,8 @@ def bad_missing_storage(tracker, splits):
         bad_unknown_run,
         bad_run_without_checkpoint,
         bad_run_with_corrupt_checkpoint,
+        bad_run_with_a_tensor_for_checkpoint,
+        bad_run_with_another_architecture_s_checkpoint,
         bad_run_without_test_iou,
         bad_unknown_study,
         bad_study_without_completed_trial,
