@@ -7,6 +7,7 @@ stopped by their fixtures.
 
 import signal
 import time
+from dataclasses import replace
 
 import optuna
 import pytest
@@ -214,6 +215,24 @@ def test_workers_and_resumed_studies_do_not_repeat_trials():
     params = [t.params for t in resumed.trials]
     assert len({tuple(p.items()) for p in params}) == 6
     assert params == [t.params for t in straight.trials]  # as if never interrupted
+
+
+def test_random_search_continued_after_placeholders_draws_what_it_would_have():
+    """bench/search_efficiency.py --extend runs a saved random search on from trial n by
+    adding n placeholder trials: random search's trial n depends only on (seed, n)."""
+    settings = replace(load_space("unet").study, sampler="random")
+
+    def objective(trial):
+        return trial.suggest_float("lr", 1e-4, 1e-2, log=True) + trial.suggest_int("depth", 2, 5)
+
+    straight = optuna.create_study(sampler=make_sampler(settings, 3))
+    straight.optimize(objective, n_trials=5)
+    continued = optuna.create_study(sampler=make_sampler(settings, 3))
+    for _ in range(2):
+        continued.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    continued.optimize(objective, n_trials=3)
+
+    assert [t.params for t in continued.trials[2:]] == [t.params for t in straight.trials[2:]]
 
 
 # --- crash safety --------------------------------------------------------------------------
