@@ -11,3 +11,10 @@ class HarnessError(Exception):
 
 class DataError(HarnessError):
     """The dataset cannot be loaded; the message names the offending file or folder."""
+
+
+def first_line(error: BaseException) -> str:
+    """A library error as one line for the user: the first line of its message (MLflow keeps
+    it in `.message`), or its type's name when it has none."""
+    message = (getattr(error, "message", None) or str(error)).strip()
+    return message.splitlines()[0] if message else type(error).__name__

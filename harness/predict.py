@@ -30,7 +30,7 @@ from torchvision.io import ImageReadMode, decode_image, write_png
 from torchvision.transforms import InterpolationMode
 
 from harness.cli import probability, run_main
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.registry import CHAMPION, DEFAULT_REGISTERED_MODEL
 from harness.tracking import DEFAULT_TRACKING_URI, Param
 
@@ -70,9 +70,7 @@ def load_served_model(model_uri: str, tracking_uri: str = DEFAULT_TRACKING_URI) 
                 )
                 model = mlflow.pyfunc.load_model(local)
     except (MlflowException, OSError) as error:
-        message = getattr(error, "message", None) or str(error)
-        reason = message.strip().splitlines()[0] if message.strip() else type(error).__name__
-        raise HarnessError(f"cannot load model {model_uri}: {reason}") from None
+        raise HarnessError(f"cannot load model {model_uri}: {first_line(error)}") from None
     return ServedModel(model, model_image_size(model, model_uri))
 
 

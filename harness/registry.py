@@ -54,7 +54,7 @@ from mlflow.types import Schema, TensorSpec
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 from torch import nn
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.models import UNet
 from harness.tracking import (
     CHECKPOINT_DIR,
@@ -183,7 +183,7 @@ def read_source(tracker: Tracker, run_id: str) -> SourceRun:
     except MlflowException as error:
         if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise HarnessError(f"no MLflow run {run_id!r} in {tracker.tracking_uri}") from None
-        raise HarnessError(f"MLflow tracking: {_first_line(error)}") from None
+        raise HarnessError(f"MLflow tracking: {first_line(error)}") from None
     params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
     missing = [p for p in (Param.DEPTH, Param.BASE_CHANNELS, Param.IMAGE_SIZE) if p not in params]
     if missing:
@@ -270,8 +270,9 @@ def save_pyfunc_model(unet: UNet, source: SourceRun, path: Path) -> None:
             },
         )
     except Exception as error:  # torch.export failures are many types
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise HarnessError(f"run {source.run_id}: cannot export the model: {reason}") from None
+        raise HarnessError(
+            f"run {source.run_id}: cannot export the model: {first_line(error)}"
+        ) from None
     # The graph was exported on the CPU and an exported graph cannot move; without this, pyfunc
     # would load it on "cuda" wherever CUDA is available, and fail.
     mlmodel = Model.load(str(path))
@@ -434,7 +435,7 @@ def _register(
     except BaseException as error:
         _undo(client, model_name, created_model, logged_model_id, version)
         if isinstance(error, MlflowException):
-            raise HarnessError(f"cannot register the model: {_first_line(error)}") from None
+            raise HarnessError(f"cannot register the model: {first_line(error)}") from None
         raise
 
 
@@ -508,7 +509,7 @@ def _call(operation):
     try:
         return operation()
     except MlflowException as error:
-        raise HarnessError(f"model registry: {_first_line(error)}") from None
+        raise HarnessError(f"model registry: {first_line(error)}") from None
 
 
 # --- small helpers ---------------------------------------------------------------------------
@@ -539,11 +540,6 @@ def _format_pair(a: float, b: float) -> tuple[str, str]:
 
 def _quote(text: str) -> str:
     return text.replace("'", "\\'")
-
-
-def _first_line(error: Exception) -> str:
-    message = getattr(error, "message", None) or str(error)
-    return message.strip().splitlines()[0] if message.strip() else type(error).__name__
 
 
 def _print(model_name: str, promotion: Promotion) -> None:

@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from harness import plots
 from harness import report_figures as figures
 from harness.data import Splits
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.metrics import Scores, confusion_matrix
 from harness.objective import RUN_ID_ATTR, STOP_REASON_ATTR
 from harness.report_document import Block, Image, Section, Table
@@ -330,7 +330,7 @@ def param_importances(study: optuna.Study) -> dict[str, float] | str:
     try:
         return optuna.importance.get_param_importances(study, evaluator=evaluator)
     except (ValueError, RuntimeError) as error:
-        return str(error).splitlines()[0] if str(error) else type(error).__name__
+        return first_line(error)
 
 
 def trial_ending(trial: FrozenTrial) -> str:
@@ -486,7 +486,4 @@ def mlflow_call(function, *args, **kwargs):
     try:
         return function(*args, **kwargs)
     except MlflowException as error:
-        message = (getattr(error, "message", None) or str(error)).strip()
-        raise HarnessError(
-            f"MLflow tracking: {message.splitlines()[0] if message else type(error).__name__}"
-        ) from None
+        raise HarnessError(f"MLflow tracking: {first_line(error)}") from None

@@ -20,7 +20,7 @@ from mlflow.entities import RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.locks import creation_lock
 from harness.metrics import Scores
 
@@ -225,7 +225,7 @@ class Tracker:
                 # torch's own message advises weights_only=False: wrong for a downloaded file
                 raise HarnessError(f"{unusable}: not a weights-only state dict") from None
             except (RuntimeError, OSError, EOFError) as error:
-                raise HarnessError(f"{unusable}: {_first_line(error)}") from None
+                raise HarnessError(f"{unusable}: {first_line(error)}") from None
         if not isinstance(state, Mapping) or not all(isinstance(key, str) for key in state):
             raise HarnessError(f"{unusable}: not a state dict")
         try:
@@ -233,7 +233,7 @@ class Tracker:
         except RuntimeError as error:
             # torch heads the message "Error(s) in loading state_dict"; the reasons follow
             lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-            reason = (lines[1] if len(lines) > 1 else _first_line(error))[:300]
+            reason = (lines[1] if len(lines) > 1 else first_line(error))[:300]
             raise HarnessError(
                 f"run {run_id}: the checkpoint does not fit the model: {reason}"
             ) from None
@@ -258,11 +258,6 @@ class Tracker:
 
 def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _now_ms() -> int:

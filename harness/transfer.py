@@ -50,7 +50,7 @@ from harness import plots
 from harness.cli import positive_int, run_main
 from harness.data import SPECIES, SegmentationSet, load_splits
 from harness.devices import resolve_device
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.models import UNet
 from harness.registry import CHAMPION, DEFAULT_REGISTERED_MODEL, VersionTag
 from harness.runs import load_run_model
@@ -170,9 +170,7 @@ def resolve_source(tracker: Tracker, model_uri: str | None, run_id: str | None) 
                 else client.get_model_version(name, version)
             )
         except MlflowException as error:
-            raise HarnessError(
-                f"model {model_uri} does not resolve: {_first_line(error)}"
-            ) from None
+            raise HarnessError(f"model {model_uri} does not resolve: {first_line(error)}") from None
         version = str(found.version)
         run_id = found.tags.get(VersionTag.SOURCE_RUN_ID) or found.run_id
         if not run_id:
@@ -208,7 +206,7 @@ def load_encoder_source(tracker: Tracker, run_id: str, device: torch.device) -> 
     try:
         model = load_run_model(tracker, run_id, device)
     except MlflowException as error:
-        raise HarnessError(f"run {run_id}: no usable checkpoint: {_first_line(error)}") from None
+        raise HarnessError(f"run {run_id}: no usable checkpoint: {first_line(error)}") from None
     return model.eval().requires_grad_(False)
 
 
@@ -440,11 +438,6 @@ def confusion_figure(cm: np.ndarray):
     ax.grid(False)
     fig.tight_layout()
     return fig
-
-
-def _first_line(error: Exception) -> str:
-    message = (getattr(error, "message", None) or str(error)).strip()
-    return message.splitlines()[0] if message else type(error).__name__
 
 
 # --- command line ----------------------------------------------------------------------------
