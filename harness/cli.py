@@ -79,6 +79,23 @@ def add_compute_flags(parser, *, device_help: str = DEVICE_HELP):
     parser.add_argument("--compile", action="store_true", help=COMPILE_HELP)
 
 
+def add_promotion_flags(parser, *, force: bool = True):
+    """--min-improvement (and --force) for the commands that promote a model."""
+    parser.add_argument(
+        "--min-improvement",
+        type=float,
+        default=0.0,
+        help="the per-image test IoU difference over the champion whose 90%% bootstrap "
+        "interval's lower end a challenger must exceed to take the champion alias",
+    )
+    if force:
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="make it the champion whatever the comparison says",
+        )
+
+
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
     quiet_libraries()
     try:

@@ -36,6 +36,9 @@ FAILED = RunStatus.to_string(RunStatus.FAILED)
 KILLED = RunStatus.to_string(RunStatus.KILLED)
 
 
+INTERRUPTED = "interrupted"  # the fail reason of a trial cut short by Ctrl-C
+
+
 def pruned_reason(epoch: int) -> str:
     return f"pruned at epoch {epoch}"
 
@@ -107,7 +110,7 @@ class Objective:
             trial.set_user_attr(STOP_REASON_ATTR, str(pruned))
             raise
         except KeyboardInterrupt:
-            self._end(trial, run_id, FAIL, KILLED, {Tag.FAIL_REASON: "interrupted"})
+            self._end(trial, run_id, FAIL, KILLED, {Tag.FAIL_REASON: INTERRUPTED})
             raise
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"

@@ -14,10 +14,11 @@ def learning_curves(history) -> Figure:
     epochs = [r.epoch for r in history]
     fig, (loss_ax, iou_ax) = plt.subplots(1, 2, figsize=(10, 4))
     loss_ax.plot(epochs, [r.train_loss for r in history], "o-", label="train")
-    loss_ax.plot(epochs, [r.val_loss for r in history], "o-", label="validation")
-    loss_ax.set(xlabel="epoch", ylabel="BCE loss", title="Loss")
     iou_ax.plot(epochs, [r.train.iou for r in history], "o-", label="train")
-    iou_ax.plot(epochs, [r.val.iou for r in history], "o-", label="validation")
+    if all(r.val is not None for r in history):  # a refit has no validation split
+        loss_ax.plot(epochs, [r.val_loss for r in history], "o-", label="validation")
+        iou_ax.plot(epochs, [r.val.iou for r in history], "o-", label="validation")
+    loss_ax.set(xlabel="epoch", ylabel="BCE loss", title="Loss")
     iou_ax.set(xlabel="epoch", ylabel="mean IoU", title="Mean IoU")
     for ax in (loss_ax, iou_ax):
         ax.grid(alpha=0.3)

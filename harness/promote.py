@@ -11,7 +11,7 @@ again, for a study searched with `--no-promote`, or for a plain `harness.train` 
 import argparse
 import sys
 
-from harness.cli import run_main
+from harness.cli import add_promotion_flags, run_main
 from harness.errors import HarnessError
 from harness.registry import DEFAULT_REGISTERED_MODEL, Promotion, promote_run
 from harness.studies import DEFAULT_STORAGE
@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m harness.promote",
         description="Register a training run's model in the MLflow Model Registry as alias "
-        "'challenger'; it also becomes 'champion' if there is none yet or it is strictly "
-        "better on test mean IoU than the champion trained on the same data.",
+        "'challenger'; it also becomes 'champion' if there is none yet or it beats the "
+        "champion trained on the same data beyond the noise: the 90% paired-bootstrap "
+        "interval of its per-image test IoU minus the champion's lies above --min-improvement.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)
@@ -54,9 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--registered-model", default=DEFAULT_REGISTERED_MODEL, help="MLflow registered model name"
     )
-    parser.add_argument(
-        "--force", action="store_true", help="make it the champion whatever the comparison says"
-    )
+    add_promotion_flags(parser)
     return parser
 
 
@@ -64,7 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run_id = args.run_id or best_run_id(args.study, args.storage)
     tracker = Tracker(args.tracking_uri)
-    promotion: Promotion = promote_run(tracker, run_id, args.registered_model, force=args.force)
+    promotion: Promotion = promote_run(
+        tracker,
+        run_id,
+        args.registered_model,
+        force=args.force,
+        min_improvement=args.min_improvement,
+    )
     alias = "champion" if promotion.promoted else "challenger"
     print(f"load it with mlflow.pyfunc.load_model('models:/{args.registered_model}@{alias}')")
     return 0

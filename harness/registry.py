@@ -1,12 +1,14 @@
 """The model registry: register a run's model, compare it with the champion, move the alias.
 
-`promote_run` takes a finished training run (a search's best trial, or a `harness.train` run),
-logs its weights once as an MLflow PyTorch model and registers it as a new version of the
-registered model. The version gets the alias `challenger`; it takes `champion` only when
-there is no champion yet, or when it is strictly better on test mean IoU (`test_iou`) and was
-trained on the same data (same dataset fingerprint: data, image size and split). `force`
-promotes it anyway. The decision and both scores are written on the version as tags and in
-its description. Promoting a run that is already registered reuses its version.
+`promote_run` takes a finished training run (a search's refit model or best trial, or a
+`harness.train` run), logs its weights once as an MLflow PyTorch model and registers it as a
+new version of the registered model. The version gets the alias `challenger`; it takes
+`champion` only when there is no champion yet, or when it was trained on the same data (same
+dataset fingerprint: data, image size and split) and beats the champion beyond the noise of
+the test split: a paired bootstrap over the test images of its per-image mean IoU minus the
+champion's, whose 90% interval must lie above `min_improvement` (see `decide`). `force`
+promotes it anyway. The decision, both scores and the interval are written on the version as
+tags and in its description. Promoting a run that is already registered reuses its version.
 
 Model format: `torch.export` ("pt2"), through `mlflow.pytorch.save_model(...,
 serialization_format="pt2")`.
@@ -55,6 +57,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 from torch import nn
 
 from harness.errors import HarnessError, first_line
+from harness.metrics import PairedDifference, paired_bootstrap
 from harness.models import UNet
 from harness.tracking import (
     CHECKPOINT_DIR,
@@ -89,6 +92,10 @@ class VersionTag:
     CHAMPION_VERSION = "harness.champion_version"
     PROMOTED = "harness.promoted"  # "true": took the champion alias
     DECISION = "harness.decision"  # Promotion.reason
+    # the paired bootstrap of per-image test IoU, this version minus the champion
+    DIFF_MEAN = "harness.diff_mean"
+    DIFF_CI_LOW = "harness.diff_ci_low"
+    DIFF_CI_HIGH = "harness.diff_ci_high"
     PARAM_PREFIX = "param."
     METRIC_PREFIX = "metric."
 
@@ -100,6 +107,7 @@ class Promotion:
     reason: str  # one human sentence
     score: float  # this version's test_iou
     champion_score: float | None  # the champion's test_iou before this decision
+    difference: PairedDifference | None = None  # per-image test IoU, this minus the champion
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,7 @@ def promote_run(
     model_name: str = DEFAULT_REGISTERED_MODEL,
     *,
     force: bool = False,
+    min_improvement: float = 0.0,
 ) -> Promotion:
     """Register the run's model (once) and decide whether it becomes the champion.
 
@@ -149,7 +158,18 @@ def promote_run(
         _print(model_name, decision)
         return decision
     champion_version = None if champion is None else str(champion.version)
-    decision = decide(source, champion, force)
+    champion_images = None
+    if champion is not None:
+        champion_run = champion.tags.get(VersionTag.SOURCE_RUN_ID) or champion.run_id
+        champion_images = _call(lambda: tracker.per_image(champion_run))
+    decision = decide(
+        source,
+        champion,
+        force,
+        source_images=_call(lambda: tracker.per_image(run_id)),
+        champion_images=champion_images,
+        min_improvement=min_improvement,
+    )
 
     if existing is not None:
         version = existing.version
@@ -280,44 +300,58 @@ def save_pyfunc_model(unet: UNet, source: SourceRun, path: Path) -> None:
     mlmodel.save(str(path / MLMODEL_FILE))
 
 
-def decide(source: SourceRun, champion, force: bool) -> Promotion:
-    """Whether a new version of `source` takes the champion alias (version filled in later)."""
+def decide(
+    source: SourceRun,
+    champion,
+    force: bool,
+    *,
+    source_images: dict[str, float] | None = None,
+    champion_images: dict[str, float] | None = None,
+    min_improvement: float = 0.0,
+) -> Promotion:
+    """Whether a new version of `source` takes the champion alias (version filled in later).
+
+    On the same data, the challenger must beat the champion image by image: the 90% paired
+    bootstrap interval of its per-image test IoU minus the champion's must lie above
+    `min_improvement`. A difference inside the noise of the test split leaves the champion.
+    """
     if champion is None:
         return Promotion("", True, "first champion", source.score, None)
     name = f"champion v{champion.version}"
     champion_score = _float_or_none(champion.tags.get(VersionTag.SCORE))
+
+    def verdict(better: bool, reason: str, difference=None) -> Promotion:
+        if not better and force:
+            reason = f"forced: {reason}"
+        return Promotion("", better or force, reason, source.score, champion_score, difference)
+
     if champion.tags.get(VersionTag.DATASET_FINGERPRINT) != source.fingerprint:
         if force:
-            return Promotion(
-                "",
-                True,
-                f"forced over {name}, which was trained on other data",
-                source.score,
-                champion_score,
-            )
-        return Promotion(
-            "",
-            False,
-            f"not compared: {name} was trained on other data",
-            source.score,
-            champion_score,
-        )
+            return verdict(True, f"forced over {name}, which was trained on other data")
+        return verdict(False, f"not compared: {name} was trained on other data")
     if champion_score is None:
         if force:
-            return Promotion(
-                "", True, f"forced over {name}, which has no {SCORE_METRIC}", source.score, None
-            )
-        return Promotion(
-            "", False, f"not compared: {name} has no {SCORE_METRIC}", source.score, None
-        )
+            return verdict(True, f"forced over {name}, which has no {SCORE_METRIC}")
+        return verdict(False, f"not compared: {name} has no {SCORE_METRIC}")
+    if champion_images is None or source_images is None:
+        which = name if champion_images is None else "this model"
+        return verdict(False, f"not compared: {which} has no per-image test scores")
+    if champion_images.keys() != source_images.keys():
+        return verdict(False, f"not compared: {name} was scored on other test images")
+    names = sorted(source_images)
+    difference = paired_bootstrap(
+        np.array([source_images[n] for n in names]), np.array([champion_images[n] for n in names])
+    )
     mine, theirs = _format_pair(source.score, champion_score)
-    if source.score > champion_score:
-        return Promotion("", True, f"{mine} > {theirs} ({name})", source.score, champion_score)
-    if force:
-        return Promotion(
-            "", True, f"forced: {mine} <= {theirs} ({name})", source.score, champion_score
-        )
-    return Promotion("", False, f"{mine} <= {theirs} ({name})", source.score, champion_score)
+    interval = (
+        f"per-image difference {difference.mean:+.4f}, {difference.level:.0%} interval "
+        f"[{difference.low:+.4f}, {difference.high:+.4f}]"
+    )
+    if difference.low > min_improvement:
+        reason = f"better beyond the noise: {mine} vs {theirs} ({name}); {interval} > {min_improvement:g}"
+        return verdict(True, reason, difference)
+    reason = f"not better beyond the noise: {mine} vs {theirs} ({name}); {interval} not > {min_improvement:g}"
+    return verdict(False, reason, difference)
 
 
 def version_tags(
@@ -341,7 +375,16 @@ def version_tags(
 
 
 def decision_tags(decision: Promotion, champion_version: str | None) -> dict[str, str]:
+    difference = decision.difference
+    compared = {}
+    if difference is not None:
+        compared = {
+            VersionTag.DIFF_MEAN: repr(difference.mean),
+            VersionTag.DIFF_CI_LOW: repr(difference.low),
+            VersionTag.DIFF_CI_HIGH: repr(difference.high),
+        }
     return {
+        **compared,
         VersionTag.SCORE: repr(decision.score),
         VersionTag.CHAMPION_SCORE: "none"
         if decision.champion_score is None

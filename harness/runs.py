@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from harness import plots
-from harness.data import Splits
-from harness.metrics import Scores
+from harness.data import SegmentationSet, Splits
+from harness.metrics import Scores, per_image_iou
 from harness.tracking import (
     Param,
     Tag,
@@ -55,8 +55,13 @@ def train_tracked(
     hooks: Sequence[EpochHook] = (),
     precision: str = "auto",
     compile_model: bool = False,
+    refit: bool = False,
 ) -> FitResult:
-    """Fit with per-epoch metrics (step = epoch) logged before the other `hooks` run."""
+    """Fit with per-epoch metrics (step = epoch) logged before the other `hooks` run.
+
+    `refit` trains on train + validation for `config.max_epochs` epochs, with nothing held out
+    to select on (see trainer.fit).
+    """
     tracker.log(
         run_id,
         params=run_params(config, splits, autocast_dtype(precision, device), compile_model),
@@ -66,10 +71,13 @@ def train_tracked(
     def log_epoch(result) -> None:
         tracker.log(run_id, epoch_metrics(result), step=result.epoch)
 
+    train, val = (
+        (concatenate(splits.train, splits.val), None) if refit else (splits.train, splits.val)
+    )
     result = fit(
         config,
-        splits.train,
-        splits.val,
+        train,
+        val,
         device=device,
         on_epoch=[log_epoch, *hooks],
         precision=precision,
@@ -81,6 +89,15 @@ def train_tracked(
     tracker.log_figure(run_id, figure, "learning_curves.png")
     plots.close(figure)
     return result
+
+
+def concatenate(*sets: SegmentationSet) -> SegmentationSet:
+    return SegmentationSet(
+        images=np.concatenate([s.images for s in sets]),
+        masks=np.concatenate([s.masks for s in sets]),
+        species=np.concatenate([s.species for s in sets]),
+        names=tuple(name for s in sets for name in s.names),
+    )
 
 
 def load_run_model(tracker: Tracker, run_id: str, device: torch.device) -> torch.nn.Module:
@@ -99,15 +116,27 @@ def evaluate_splits(
 
 
 def log_evaluation(
-    tracker: Tracker, run_id: str, model: torch.nn.Module, splits: Splits, device: torch.device
+    tracker: Tracker,
+    run_id: str,
+    model: torch.nn.Module,
+    splits: Splits,
+    device: torch.device,
+    names=("train", "val", "test"),
 ) -> dict[str, Scores]:
-    """Score the final model on every split and log the table and a validation preview grid."""
-    scores = evaluate_splits(model, splits, device)
+    """Score the final model on the splits `names` and log the table, each test image's score
+    and a preview grid (validation images, or test images for a model trained on them)."""
+    scores = evaluate_splits(model, splits, device, names)
     tracker.log(run_id, split_metrics(scores))
-    preview = splits.val.subset(np.arange(min(PREVIEW_SAMPLES, len(splits.val))))
+    test = splits.test
+    tracker.log_per_image(
+        run_id, test.names, per_image_iou(predict_masks(model, test.images, device), test.masks)
+    )
+    shown = "val" if "val" in names else "test"
+    images = getattr(splits, shown)
+    preview = images.subset(np.arange(min(PREVIEW_SAMPLES, len(images))))
     figure = plots.prediction_grid(
         preview.images, preview.masks, predict_masks(model, preview.images, device), preview.names
     )
-    tracker.log_figure(run_id, figure, "val_predictions.png")
+    tracker.log_figure(run_id, figure, f"{shown}_predictions.png")
     plots.close(figure)
     return scores

@@ -12,7 +12,23 @@ import optuna
 import torch
 from mlflow.entities import RunStatus
 
-from harness.cli import add_compute_flags, add_data_flags, positive_int, run_main
+from harness.cli import (
+    add_compute_flags,
+    add_data_flags,
+    add_promotion_flags,
+    positive_int,
+    run_main,
+)
+from harness.confirm import (
+    CONFIRMATION_CSV,
+    FinalResult,
+    FinalSettings,
+    FinalStage,
+    JobRunner,
+    format_result,
+    result_metrics,
+    result_rows,
+)
 from harness.data import DEFAULT_SPEC, load_splits
 from harness.devices import resolve_device
 from harness.errors import HarnessError
@@ -26,6 +42,7 @@ from harness.studies import (
     DEFAULT_STORAGE,
     FINISHED_STATES,
     PARENT_RUN_ATTR,
+    enqueue_known,
     finished_trials,
     make_pruner,
     make_sampler,
@@ -66,7 +83,18 @@ class SearchOptions:
     cache_dir: str | None = None
     registered_model: str = DEFAULT_REGISTERED_MODEL
     promote: bool = True
+    min_improvement: float = 0.0
+    confirm: bool = True
+    confirm_top: int = FinalSettings.confirm_top
+    confirm_seeds: int = FinalSettings.confirm_seeds
+    refit: bool = True
     progress_bar: bool = True
+
+    @property
+    def final(self) -> FinalSettings:
+        return FinalSettings(
+            self.confirm_top if self.confirm else 0, self.confirm_seeds, self.refit
+        )
 
 
 @dataclass
@@ -75,6 +103,7 @@ class SearchResult:
     experiment_id: str
     parent_run_id: str
     best_trial: optuna.trial.FrozenTrial | None
+    final: FinalResult | None = None  # confirmation and refit, when this worker summed up
 
 
 def run_search(options: SearchOptions) -> SearchResult:
@@ -114,6 +143,8 @@ def run_search(options: SearchOptions) -> SearchResult:
             sampler=make_sampler(settings, options.seed),
             pruner=make_pruner(pruner_name, settings, max_epochs),
         )
+        if finished_trials(study) < options.trials:
+            enqueue_known(study, space.enqueue)
         experiment_id = tracker.experiment_id(study_name)
         parent_run_id = parent_run(tracker, experiment_id, study, identity)
     optuna.storages.fail_stale_trials(study)  # trials of killed workers: fail and retry them
@@ -149,17 +180,47 @@ def run_search(options: SearchOptions) -> SearchResult:
                 show_progress_bar=options.progress_bar,
             )
         best = best_trial(study)
-        # With several workers on one study, exactly one sums it up: the last to finish.
-        last_worker = False
-        with creation_lock(options.storage):
+        final = None
+        if best is not None and options.final.enabled:
+            runner = JobRunner(
+                space,
+                study,
+                splits,
+                tracker,
+                experiment_id,
+                parent_run_id,
+                options.device,
+                precision=options.precision,
+                compile_model=options.compile_model,
+            )
+            final = FinalStage(
+                study,
+                storage,
+                options.storage,
+                options.final,
+                options.seed,
+                max_epochs,
+                runner,
+                options.n_jobs,
+            )
             if not trials_running(study):  # else the worker of the last running trial does
-                last_worker = not summed_up(tracker, parent_run_id, study, best)
+                final.work()
+        # With several workers on one study, exactly one sums it up: the last to finish.
+        last_worker, outcome = False, None
+        with creation_lock(options.storage):
+            # else the worker of the last running trial or job does
+            if not trials_running(study) and (final is None or final.settled()):
+                mark = summary_mark(study, best, options.final if final else None)
+                last_worker = not summed_up(tracker, parent_run_id, mark)
                 if last_worker:
                     log_study_summary(tracker, parent_run_id, study, settings.metric)
                     if best is not None:
                         device = resolve_device(options.device)
                         evaluate_best(tracker, parent_run_id, best, splits, device)
-                    tracker.log(parent_run_id, tags={SUMMED_UP_TAG: summary_mark(study, best)})
+                    if final is not None:
+                        outcome = final.result()
+                        log_final(tracker, parent_run_id, final, outcome, settings.metric)
+                    tracker.log(parent_run_id, tags={SUMMED_UP_TAG: mark})
                 tracker.end_run(parent_run_id, FINISHED)
     except KeyboardInterrupt:
         tracker.end_run(parent_run_id, KILLED)
@@ -172,9 +233,18 @@ def run_search(options: SearchOptions) -> SearchResult:
         raise HarnessError(
             f"no trial of study {study_name!r} completed; see the fail reasons in MLflow"
         )
+    if outcome is not None:
+        print(format_result(outcome, settings.metric))
+        print(format_epochs(final.epochs()))
     if options.promote and last_worker:
-        promote_run(tracker, best.user_attrs[RUN_ID_ATTR], options.registered_model)
-    return SearchResult(study, experiment_id, parent_run_id, best)
+        maximize = settings.direction == "maximize"
+        run_id = (
+            best.user_attrs[RUN_ID_ATTR] if outcome is None else outcome.registered_run_id(maximize)
+        )
+        promote_run(
+            tracker, run_id, options.registered_model, min_improvement=options.min_improvement
+        )
+    return SearchResult(study, experiment_id, parent_run_id, best, outcome)
 
 
 def parent_run(tracker: Tracker, experiment_id: str, study: optuna.Study, identity: dict) -> str:
@@ -215,21 +285,39 @@ def trials_running(study: optuna.Study) -> bool:
     return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
 
 
-def summed_up(tracker: Tracker, parent_run_id: str, study: optuna.Study, best) -> bool:
-    """Whether the parent run's summary is of the study as it is now.
+def summed_up(tracker: Tracker, parent_run_id: str, mark: str) -> bool:
+    """Whether the parent run's summary is of the study as it is now (`mark`).
 
-    Called under the storage's lock once no trial runs: the first worker to get there sums the
-    study up (summary, test scores, promotion) and marks the parent run; workers finishing
-    together, and a re-run with nothing left to do, find the mark and do not do it again. A
-    re-run after the last worker died before summing up does it.
+    Called under the storage's lock once no trial or job runs: the first worker to get there
+    sums the study up (summary, test scores, promotion) and marks the parent run; workers
+    finishing together, and a re-run with nothing left to do, find the mark and do not do it
+    again. A re-run after the last worker died before summing up does it.
     """
     parent = tracker.client.get_run(parent_run_id)
-    return parent.data.tags.get(SUMMED_UP_TAG) == summary_mark(study, best)
+    return parent.data.tags.get(SUMMED_UP_TAG) == mark
 
 
-def summary_mark(study: optuna.Study, best) -> str:
+def summary_mark(study: optuna.Study, best, final: FinalSettings | None) -> str:
     best_number = "none" if best is None else best.number
-    return f"{finished_trials(study)} finished, best {best_number}"
+    mark = f"{finished_trials(study)} finished, best {best_number}"
+    if final is not None:
+        refit = ", refit" if final.refit else ""
+        mark += f", confirmed top {final.confirm_top} x {final.confirm_seeds} seeds{refit}"
+    return mark
+
+
+def log_final(
+    tracker: Tracker, parent_run_id: str, final: FinalStage, outcome: FinalResult, metric: str
+) -> None:
+    """The confirmation and refit figures and each stage's epochs on the parent run."""
+    epochs = {f"epochs_{stage}": n for stage, n in final.epochs().items()}
+    tracker.log(parent_run_id, {**result_metrics(outcome, metric), **epochs})
+    tracker.log_table(parent_run_id, result_rows(outcome), CONFIRMATION_CSV)
+
+
+def format_epochs(epochs: dict[str, int]) -> str:
+    stages = ", ".join(f"{stage} {n}" for stage, n in epochs.items())
+    return f"epochs trained: {stages} (total {sum(epochs.values())})"
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
@@ -340,6 +428,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-promote", action="store_true", help="do not register or promote the best model"
     )
+    add_promotion_flags(parser, force=False)
+    final = parser.add_argument_group(
+        "confirmation and refit",
+        "after the trials, the best configurations are trained again with more seeds; the "
+        "one with the best mean validation metric is refit on train + validation and registered",
+    )
+    final.add_argument(
+        "--confirm-top",
+        type=int,
+        default=defaults.confirm_top,
+        help="configurations of this many best complete trials are confirmed",
+    )
+    final.add_argument(
+        "--confirm-seeds",
+        type=positive_int,
+        default=defaults.confirm_seeds,
+        help="more training seeds for each confirmed configuration",
+    )
+    final.add_argument(
+        "--no-confirm", action="store_true", help="no confirmation: the best trial is the winner"
+    )
+    final.add_argument(
+        "--no-refit",
+        action="store_true",
+        help="no refit: the winner's run with the best validation metric is registered",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in logs)")
     return parser
 
@@ -366,6 +480,11 @@ def main(argv: list[str] | None = None) -> int:
         cache_dir=args.cache_dir,
         registered_model=args.registered_model,
         promote=not args.no_promote,
+        min_improvement=args.min_improvement,
+        confirm=not args.no_confirm,
+        confirm_top=args.confirm_top,
+        confirm_seeds=args.confirm_seeds,
+        refit=not args.no_refit,
         progress_bar=not args.no_progress,
     )
     run_search(options)

@@ -1,9 +1,10 @@
 """Search-space files: read and validate a TOML recipe, turn it into `trial.suggest_*` calls.
 
 A space file has a `[study]` table (metric, direction, sampler, pruner, max_epochs,
-image_size, ...), one `[params.NAME]` table per searched parameter and a `[fixed]` table for
-parameters held constant. Every problem is reported as `FILE: KEY: what is wrong` before any
-study or run exists.
+image_size, ...), one `[params.NAME]` table per searched parameter, a `[fixed]` table for
+parameters held constant and any number of `[[enqueue]]` tables: known-good configurations
+(a full or partial set of searched values) that every study of the space tries first. Every
+problem is reported as `FILE: KEY: what is wrong` before any study or run exists.
 """
 
 import math
@@ -57,6 +58,26 @@ class Distribution:
             return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
         return trial.suggest_categorical(self.name, list(self.choices))
 
+    def contains(self, value) -> bool:
+        if self.kind == "categorical":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(
+            value, int if self.kind == "int" else int | float
+        ):
+            return False
+        if not self.low <= value <= self.high:
+            return False
+        return self.step is None or math.isclose(
+            (value - self.low) / self.step % 1, 0, abs_tol=1e-9
+        )
+
+    def describe(self) -> str:
+        if self.kind == "categorical":
+            return f"one of {list(self.choices)}"
+        number = "an integer" if self.kind == "int" else "a number"
+        step = "" if self.step is None else f" in steps of {self.step:g}"
+        return f"{number} from {self.low:g} to {self.high:g}{step}"
+
 
 @dataclass(frozen=True)
 class StudySettings:
@@ -78,11 +99,16 @@ class SearchSpace:
     study: StudySettings
     params: dict[str, Distribution]
     fixed: dict[str, Any] = field(default_factory=dict)
+    enqueue: tuple[dict[str, Any], ...] = ()  # known-good configurations, tried first
 
     def suggest(self, trial: optuna.Trial, *, seed: int, max_epochs: int) -> TrainConfig:
         """The trial is the only source of searched values; fixed ones come from the file."""
         values = {name: dist.suggest(trial) for name, dist in self.params.items()}
-        return TrainConfig(**self.fixed, **values, seed=seed, max_epochs=max_epochs)
+        return self.config(values, seed=seed, max_epochs=max_epochs)
+
+    def config(self, params: dict[str, Any], *, seed: int, max_epochs: int) -> TrainConfig:
+        """The configuration of a trial's params (searched values) with the file's fixed ones."""
+        return TrainConfig(**self.fixed, **params, seed=seed, max_epochs=max_epochs)
 
 
 def resolve_space_path(name_or_path: str) -> Path:
@@ -105,8 +131,8 @@ def load_space(name_or_path: str = DEFAULT_SPACE) -> SearchSpace:
         raise SpaceError(f"{path}: {key}: {problem}")
 
     for key in document:
-        if key not in ("study", "params", "fixed"):
-            fail(key, "unknown table (expected study, params, fixed)")
+        if key not in ("study", "params", "fixed", "enqueue"):
+            fail(key, "unknown table (expected study, params, fixed, enqueue)")
     study = _read_study(document.get("study", {}), fail)
     params = {
         name: _read_distribution(name, spec, fail)
@@ -128,7 +154,26 @@ def load_space(name_or_path: str = DEFAULT_SPACE) -> SearchSpace:
             TrainConfig(**fixed, **values)
     except HarnessError as error:
         fail("params", str(error))
-    return SearchSpace(path.stem, path, study, params, fixed)
+    enqueue = _read_enqueue(document.get("enqueue", []), params, fixed, fail)
+    return SearchSpace(path.stem, path, study, params, fixed, enqueue)
+
+
+def _read_enqueue(tables: Any, params: dict[str, Distribution], fixed: dict, fail) -> tuple:
+    """`[[enqueue]]` tables: each a full or partial set of searched values, in their ranges."""
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        fail("enqueue", "must be [[enqueue]] tables")
+    for index, table in enumerate(tables):
+        if not table:
+            fail(f"enqueue[{index}]", "is empty")
+        for name, value in table.items():
+            key = f"enqueue[{index}].{name}"
+            if name in fixed:
+                fail(key, "is fixed in this space, not searched")
+            if name not in params:
+                fail(key, f"not a searched parameter (searched: {', '.join(params)})")
+            if not params[name].contains(value):
+                fail(key, f"expected {params[name].describe()}, got {value!r}")
+    return tuple(dict(table) for table in tables)
 
 
 def _corner(dist: Distribution, which: str):

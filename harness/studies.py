@@ -24,6 +24,7 @@ FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 # data or for another epoch budget would not be comparable.
 IDENTITY_ATTRS = ("space", "dataset", "dataset_fingerprint", "image_size", "max_epochs")
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
+ENQUEUED_ATTR = "enqueued"  # the space's [[enqueue]] configurations the study has been given
 
 
 def make_sampler(settings: StudySettings, seed: int) -> optuna.samplers.BaseSampler:
@@ -150,6 +151,20 @@ def open_study(
         if key not in stored:
             study.set_user_attr(key, value)
     return study
+
+
+def enqueue_known(study: optuna.Study, configurations) -> None:
+    """Enqueue each of the space's known-good configurations the study has not had yet.
+
+    Called under the creation lock, so that workers starting together enqueue each once; a
+    configuration added to the space file later is enqueued when the study is resumed.
+    """
+    given = study.user_attrs.get(ENQUEUED_ATTR, [])
+    missing = [params for params in configurations if params not in given]
+    for params in missing:
+        study.enqueue_trial(params)
+    if missing:
+        study.set_user_attr(ENQUEUED_ATTR, [*given, *missing])
 
 
 def finished_trials(study: optuna.Study) -> int:

@@ -4,6 +4,9 @@ All calls go through an explicit `MlflowClient` and run id, never MLflow's fluen
 active-run stack: that stack is per thread, and Optuna runs `--n-jobs` trials in threads.
 """
 
+import csv
+import json
+import math
 import pickle
 import tempfile
 import time
@@ -33,6 +36,8 @@ EXPERIMENT_KIND = "custom_model_development"
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT_FILE = "model.pt"
 FIGURES_DIR = "figures"
+# each test image's mean IoU: what the registry's paired comparison of two models reads
+PER_IMAGE_FILE = "evaluation/test_per_image.json"
 
 
 class Param:
@@ -64,6 +69,12 @@ class Metric:
     BEST_EPOCH = "best_epoch"
     EPOCHS_RUN = "epochs_run"
     TRAIN_TIME_S = "train_time_s"
+    # on a study's parent run, after confirmation and refit (harness.confirm)
+    WINNER_TRIAL = "winner_trial"
+    WINNER_TEST_IOU_MEAN = "winner_test_iou_mean"
+    WINNER_TEST_IOU_SD = "winner_test_iou_sd"
+    REFIT_TEST_IOU = "refit_test_iou"
+    REFIT_EPOCHS = "refit_epochs"
 
 
 EPOCH_METRICS = (
@@ -92,8 +103,18 @@ SPLITS = ("train", "val", "test")
 SCORES = ("accuracy", "iou", "fg_iou")  # the fields of metrics.Scores
 
 
+class Role:
+    """Values of `Tag.ROLE`: what a run is."""
+
+    TRAIN = "train"  # a harness.train run
+    STUDY = "study"  # a search's parent run
+    TRIAL = "trial"  # one trial of the search
+    CONFIRM = "confirm"  # a top trial's configuration retrained with another seed
+    REFIT = "refit"  # the winning configuration retrained on train + validation
+
+
 class Tag:
-    ROLE = "harness.role"  # "train", "study" or "trial"
+    ROLE = "harness.role"  # a Role
     STUDY = "harness.study"
     TRIAL_NUMBER = "harness.trial_number"
     TRIAL_STATE = "harness.trial_state"  # Optuna's state name: COMPLETE, PRUNED, FAIL
@@ -103,27 +124,34 @@ class Tag:
 
 
 def epoch_metrics(result) -> dict[str, float]:
-    """The per-epoch series of one `trainer.EpochResult`, logged with step = epoch."""
-    return {
+    """The per-epoch series of one `trainer.EpochResult`, logged with step = epoch (a refit,
+    which has no validation split, logs no validation series)."""
+    metrics = {
         Metric.TRAIN_LOSS: result.train_loss,
-        Metric.VAL_LOSS: result.val_loss,
         Metric.TRAIN_IOU: result.train.iou,
-        Metric.VAL_IOU: result.val.iou,
         Metric.TRAIN_ACCURACY: result.train.accuracy,
-        Metric.VAL_ACCURACY: result.val.accuracy,
-        Metric.VAL_FG_IOU: result.val.fg_iou,
         Metric.EPOCH_TIME_S: result.epoch_time_s,
     }
+    if result.val is not None:
+        metrics |= {
+            Metric.VAL_LOSS: result.val_loss,
+            Metric.VAL_IOU: result.val.iou,
+            Metric.VAL_ACCURACY: result.val.accuracy,
+            Metric.VAL_FG_IOU: result.val.fg_iou,
+        }
+    return metrics
 
 
 def fit_metrics(fit) -> dict[str, float]:
-    """Once-per-run summary of a `trainer.FitResult`."""
-    return {
-        Metric.BEST_VAL_IOU: fit.best_val_iou,
+    """Once-per-run summary of a `trainer.FitResult` (a refit has no best validation IoU)."""
+    metrics = {
         Metric.BEST_EPOCH: fit.best_epoch,
         Metric.EPOCHS_RUN: fit.epochs_run,
         Metric.TRAIN_TIME_S: fit.train_time_s,
     }
+    if math.isfinite(fit.best_val_iou):
+        metrics[Metric.BEST_VAL_IOU] = fit.best_val_iou
+    return metrics
 
 
 def split_metrics(scores: Mapping[str, Scores]) -> dict[str, float]:
@@ -201,6 +229,16 @@ class Tracker:
             tags=[RunTag(k, str(v)) for k, v in dict(tags).items()],
         )
 
+    def log_table(self, run_id: str, rows: list[dict], name: str) -> None:
+        """Rows of equal keys as a CSV artifact."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            with open(path, "w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=list(rows[0]) if rows else [])
+                writer.writeheader()
+                writer.writerows(rows)
+            self.client.log_artifact(run_id, str(path))
+
     def log_figure(self, run_id: str, figure, name: str) -> None:
         self.client.log_figure(run_id, figure, f"{FIGURES_DIR}/{name}")
 
@@ -238,6 +276,21 @@ class Tracker:
                 f"run {run_id}: the checkpoint does not fit the model: {reason}"
             ) from None
         return model
+
+    def log_per_image(self, run_id: str, names, ious) -> None:
+        """Each test image's score (`metrics.per_image_iou`), by image name."""
+        scores = {"names": list(names), "iou": [float(v) for v in ious]}
+        self.client.log_dict(run_id, scores, PER_IMAGE_FILE)
+
+    def per_image(self, run_id: str) -> dict[str, float] | None:
+        """The run's per-image test scores by image name; None when it logged none."""
+        folder, _, name = PER_IMAGE_FILE.rpartition("/")
+        if f"{folder}/{name}" not in {a.path for a in self.client.list_artifacts(run_id, folder)}:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.client.download_artifacts(run_id, PER_IMAGE_FILE, tmp)
+            scores = json.loads(Path(path).read_text())
+        return dict(zip(scores["names"], scores["iou"], strict=True))
 
     def end_run(self, run_id: str, status: str) -> None:
         self.client.set_terminated(run_id, status)

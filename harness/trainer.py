@@ -70,7 +70,7 @@ class EpochResult:
     train_loss: float
     val_loss: float
     train: Scores  # on the augmented training batches, as seen during the epoch
-    val: Scores
+    val: Scores | None  # None when fitting without a validation split (a refit)
     epoch_time_s: float
 
 
@@ -83,7 +83,7 @@ class StopReason:
 class FitResult:
     model: UNet  # best weights restored
     best_epoch: int
-    best_val_iou: float
+    best_val_iou: float  # nan for a fit without a validation split
     stop_reason: str
     train_time_s: float
     history: list[EpochResult] = field(default_factory=list)
@@ -224,7 +224,7 @@ def train_one_epoch(
 def fit(
     config: TrainConfig,
     train: SegmentationSet,
-    val: SegmentationSet,
+    val: SegmentationSet | None,
     *,
     device: torch.device | None = None,
     on_epoch: Sequence[EpochHook] = (),
@@ -233,6 +233,8 @@ def fit(
 ) -> FitResult:
     """Train a UNet; stop after `patience` epochs without a better validation IoU.
 
+    Without a validation split (`val=None`, a refit on train + validation) it trains for
+    `max_epochs` and keeps the last epoch's weights: there is nothing to select on.
     `compile_model` runs the steps through torch.compile: it costs tens of seconds before the
     first step, repaid only by long trainings (README "Performance" has the break-even).
     """
@@ -257,28 +259,35 @@ def fit(
         train_loss, train_scores = train_one_epoch(
             step_model, optimizer, train, config, augmentation, generator, device, dtype, scaler
         )
-        val_loss, val_scores = evaluate(step_model, val, device, dtype=dtype)
+        val_loss, val_scores = math.nan, None
+        if val is not None:
+            val_loss, val_scores = evaluate(step_model, val, device, dtype=dtype)
         for split, loss in (("train", train_loss), ("validation", val_loss)):
+            if split == "validation" and val is None:
+                continue
             if not math.isfinite(loss) or loss > DIVERGED_LOSS:
                 raise DivergedError(f"training diverged at epoch {epoch}: {split} loss {loss:.4g}")
         result = EpochResult(
             epoch, train_loss, val_loss, train_scores, val_scores, time.perf_counter() - epoch_start
         )
         history.append(result)
-        if val_scores.iou > best_iou:
+        if val_scores is None:
+            best_epoch = epoch  # the last epoch's weights are the model
+        elif val_scores.iou > best_iou:
             best_iou, best_epoch = val_scores.iou, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         for hook in on_epoch:
             hook(result)
-        if epoch - best_epoch >= config.patience:
+        if val is not None and epoch - best_epoch >= config.patience:
             stop_reason = StopReason.EARLY_STOPPED
             break
 
-    model.load_state_dict(best_state)
+    if best_state is not None:
+        model.load_state_dict(best_state)
     return FitResult(
         model=model,
         best_epoch=best_epoch,
-        best_val_iou=best_iou,
+        best_val_iou=best_iou if val is not None else math.nan,
         stop_reason=stop_reason,
         train_time_s=time.perf_counter() - started,
         history=history,

@@ -1,0 +1,505 @@
+"""After the trials: confirm the best configurations with more seeds, refit the winner.
+
+A study ranks trials by one training run each, and one run of a configuration moves with its
+seed by about as much as the top trials differ (docs/confirm.md). So once the study has its
+trials, the configurations of its K best complete trials are trained again with N more seeds
+each, unpruned, with their own early stopping; the winner is the configuration with the best
+mean validation metric over its 1 + N runs. The winner is then refit on train + validation for
+the median of its runs' best epochs and scored on test: that model is the one registered.
+
+The runs are jobs of a companion Optuna study, `<study>.final`, in the same storage: each job
+is a waiting trial whose user attributes say what it trains. Optuna hands a waiting trial to
+one worker only, heartbeats fail the job of a killed worker and retry it, and a re-run of the
+command enqueues what is missing from what is recorded. So with several workers no run is
+trained twice, and a stage cut short by a crash or Ctrl-C finishes when the command is re-run.
+The value of a job's trial is its validation metric (confirmation) or test mean IoU (refit).
+"""
+
+import math
+import statistics
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from tqdm import tqdm
+
+from harness.data import Splits
+from harness.devices import device_for_trial
+from harness.locks import creation_lock
+from harness.objective import (
+    BEST_EPOCH_ATTR,
+    COMPLETE,
+    EPOCHS_RUN_ATTR,
+    FAIL,
+    FAIL_REASON_ATTR,
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    KILLED,
+    RUN_ID_ATTR,
+    SurplusTrialError,
+    trial_value,
+)
+from harness.runs import load_run_model, log_evaluation, train_tracked
+from harness.spaces import SearchSpace
+from harness.tracking import Metric, Role, Tag, Tracker, final_metric
+
+FINAL_STUDY_SUFFIX = ".final"
+CONFIRMATION_CSV = "confirmation.csv"  # on the parent run: one row per run of the final stage
+TEST_IOU = final_metric("test", "iou")
+
+# user attributes of a job's trial: what it trains
+JOB_ROLE_ATTR = "role"  # Role.CONFIRM or Role.REFIT
+JOB_TRIAL_ATTR = "trial_number"  # the study's trial whose configuration it trains
+JOB_SEED_ATTR = "seed"
+JOB_EPOCHS_ATTR = "epochs"  # the epoch budget; a refit trains exactly this many
+TEST_IOU_ATTR = TEST_IOU
+
+
+@dataclass(frozen=True)
+class FinalSettings:
+    confirm_top: int = 3  # K: configurations confirmed; 0 turns confirmation off
+    confirm_seeds: int = 2  # N: more seeds for each
+    refit: bool = True
+
+    @property
+    def confirms(self) -> bool:
+        return self.confirm_top > 0 and self.confirm_seeds > 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.confirms or self.refit
+
+
+@dataclass(frozen=True)
+class Job:
+    role: str
+    trial_number: int
+    seed: int
+    epochs: int
+
+    def attrs(self) -> dict[str, object]:
+        return {
+            JOB_ROLE_ATTR: self.role,
+            JOB_TRIAL_ATTR: self.trial_number,
+            JOB_SEED_ATTR: self.seed,
+            JOB_EPOCHS_ATTR: self.epochs,
+        }
+
+    @classmethod
+    def of(cls, trial: FrozenTrial | optuna.Trial) -> "Job | None":
+        attrs = trial.user_attrs
+        if JOB_ROLE_ATTR not in attrs:
+            return None  # a trial Optuna created when no job was left waiting
+        return cls(
+            attrs[JOB_ROLE_ATTR],
+            attrs[JOB_TRIAL_ATTR],
+            attrs[JOB_SEED_ATTR],
+            attrs[JOB_EPOCHS_ATTR],
+        )
+
+
+def confirm_seed(seed: int, trial_number: int, repeat: int) -> int:
+    """The training seed of the `repeat`-th (1-based) confirmation of a trial.
+
+    The trial itself trained with `seed + trial_number`; these are drawn apart from every
+    such seed, and stay the same on a re-run so that a resumed stage trains the same runs.
+    """
+    state = np.random.SeedSequence([seed, trial_number, repeat]).generate_state(1)[0]
+    return int(state % 2**31)
+
+
+def top_trials(study: optuna.Study, k: int) -> list[FrozenTrial]:
+    """The k best complete trials, best first (ties: the earlier trial)."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+    return sorted(complete, key=lambda t: (sign * t.value, t.number))[:k]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training of a confirmed configuration: the trial itself or a confirmation."""
+
+    role: str  # Role.TRIAL or Role.CONFIRM
+    seed: int
+    value: float  # the study metric at the restored best epoch
+    test_iou: float
+    best_epoch: int
+    epochs_run: int
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """A top trial's configuration and its runs (the trial's first)."""
+
+    trial: FrozenTrial
+    runs: list[Run]
+
+    @property
+    def values(self) -> list[float]:
+        return [r.value for r in self.runs]
+
+    @property
+    def test_ious(self) -> list[float]:
+        return [r.test_iou for r in self.runs]
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (nan for a single value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def pick_winner(confirmed: list[Confirmed], maximize: bool) -> Confirmed:
+    """The configuration with the best mean validation metric (ties: the better trial)."""
+    sign = -1 if maximize else 1
+    return min(enumerate(confirmed), key=lambda ic: (sign * mean_sd(ic[1].values)[0], ic[0]))[1]
+
+
+def refit_epochs(winner: Confirmed) -> int:
+    """The epochs the winner's runs selected: the median of their best epochs."""
+    return max(1, round(statistics.median(r.best_epoch for r in winner.runs)))
+
+
+@dataclass(frozen=True)
+class FinalResult:
+    confirmed: list[Confirmed]  # best trial first
+    winner: Confirmed
+    refit: Run | None  # None with refit off, or when the refit failed
+    refit_epochs: int | None
+
+    def registered_run_id(self, maximize: bool) -> str:
+        """The refit model; without one, the winner's run with the best validation metric."""
+        if self.refit is not None:
+            return self.refit.run_id
+        sign = -1 if maximize else 1
+        return min(self.winner.runs, key=lambda run: sign * run.value).run_id
+
+
+def job_epochs(trial: FrozenTrial) -> int:
+    """Epochs a trial of either study trained: recorded when complete, else its last report."""
+    if EPOCHS_RUN_ATTR in trial.user_attrs:
+        return int(trial.user_attrs[EPOCHS_RUN_ATTR])
+    return max(trial.intermediate_values, default=0)
+
+
+@dataclass
+class JobRunner:
+    """The objective of the final study: train what the job's attributes say, as a child run."""
+
+    space: SearchSpace
+    study: optuna.Study  # the search's study, whose trials the jobs retrain
+    splits: Splits
+    tracker: Tracker
+    experiment_id: str
+    parent_run_id: str
+    device: str
+    precision: str = "auto"
+    compile_model: bool = False
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        job = Job.of(trial)
+        if job is None:
+            trial.set_user_attr(FAIL_REASON_ATTR, "surplus: no job was waiting")
+            trial.study.stop()
+            raise SurplusTrialError("no job was waiting")
+        source = self.study.get_trials(deepcopy=False)[job.trial_number]
+        config = self.space.config(source.params, seed=job.seed, max_epochs=job.epochs)
+        refit = job.role == Role.REFIT
+        run_id = self.tracker.start_run(
+            self.experiment_id,
+            f"{job.role}-{job.trial_number:03d}" + ("" if refit else f"-s{job.seed}"),
+            tags={
+                Tag.ROLE: job.role,
+                Tag.STUDY: self.study.study_name,
+                Tag.TRIAL_NUMBER: str(job.trial_number),
+            },
+            parent_run_id=self.parent_run_id,
+        )
+        trial.set_user_attr(RUN_ID_ATTR, run_id)
+        try:
+            device = device_for_trial(self.device, trial.number)
+            fit = train_tracked(
+                self.tracker,
+                run_id,
+                config,
+                self.splits,
+                device,
+                precision=self.precision,
+                compile_model=self.compile_model,
+                refit=refit,
+            )
+            names = ("train", "test") if refit else ("train", "val", "test")
+            scores = log_evaluation(self.tracker, run_id, fit.model, self.splits, device, names)
+        except KeyboardInterrupt:
+            trial.set_user_attr(FAIL_REASON_ATTR, INTERRUPTED)
+            self._end(run_id, FAIL, KILLED, {Tag.FAIL_REASON: INTERRUPTED})
+            raise
+        except Exception as error:
+            reason = f"{type(error).__name__}: {error}"
+            trial.set_user_attr(FAIL_REASON_ATTR, reason)
+            self._end(run_id, FAIL, FAILED, {Tag.FAIL_REASON: reason})
+            tqdm.write(f"{job.role} of trial {job.trial_number} failed: {reason}", file=sys.stderr)
+            raise
+        trial.set_user_attr(TEST_IOU_ATTR, scores["test"].iou)
+        trial.set_user_attr(BEST_EPOCH_ATTR, fit.best_epoch)
+        trial.set_user_attr(EPOCHS_RUN_ATTR, fit.epochs_run)
+        self._end(run_id, COMPLETE, FINISHED, {})
+        return scores["test"].iou if refit else trial_value(fit, self.space.study.metric)
+
+    def _end(self, run_id: str, state: str, status: str, tags: dict[str, str]) -> None:
+        self.tracker.log(run_id, tags={Tag.TRIAL_STATE: state, **tags})
+        self.tracker.end_run(run_id, status)
+
+
+class FinalStage:
+    """The jobs after the trials, shared by every worker through the final study.
+
+    `work()` enqueues what is missing and trains waiting jobs until none is left; `settled()`
+    says whether every job is done; `result()` reads the outcome from the stores.
+    """
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        storage: optuna.storages.BaseStorage,
+        storage_url: str,
+        settings: FinalSettings,
+        seed: int,
+        max_epochs: int,
+        runner: JobRunner,
+        n_jobs: int = 1,
+    ):
+        self.study, self.storage_url, self.settings = study, storage_url, settings
+        self.seed, self.max_epochs, self.runner, self.n_jobs = seed, max_epochs, runner, n_jobs
+        self.maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        with creation_lock(storage_url):
+            self.final = optuna.create_study(
+                study_name=study.study_name + FINAL_STUDY_SUFFIX,
+                storage=storage,
+                sampler=optuna.samplers.RandomSampler(seed=seed),
+                pruner=optuna.pruners.NopPruner(),
+                direction=study.direction,
+                load_if_exists=True,
+            )
+
+    # --- what the jobs are -----------------------------------------------------------------
+
+    def confirm_jobs(self) -> list[Job]:
+        if not self.settings.confirms:
+            return []
+        return [
+            Job(
+                Role.CONFIRM,
+                trial.number,
+                confirm_seed(self.seed, trial.number, repeat),
+                self.max_epochs,
+            )
+            for trial in top_trials(self.study, self.settings.confirm_top)
+            for repeat in range(1, self.settings.confirm_seeds + 1)
+        ]
+
+    def refit_job(self) -> Job | None:
+        """The winner's refit, once every confirmation is done (None before, or refit off)."""
+        if not self.settings.refit or not self._done(self.confirm_jobs()):
+            return None
+        winner = pick_winner(self.confirmed(), self.maximize)
+        return Job(
+            Role.REFIT, winner.trial.number, self.seed + winner.trial.number, refit_epochs(winner)
+        )
+
+    def planned(self) -> list[Job]:
+        refit = self.refit_job()
+        return self.confirm_jobs() + ([refit] if refit is not None else [])
+
+    # --- the stores' record ----------------------------------------------------------------
+
+    def _trials(self, job: Job) -> list[FrozenTrial]:
+        return [t for t in self.final.get_trials(deepcopy=False) if Job.of(t) == job]
+
+    def _state(self, job: Job) -> str:
+        """done (complete, or failed in training: not retried), active (waiting or running),
+        or missing (never enqueued, or interrupted: enqueued again)."""
+        trials = self._trials(job)
+        if any(t.state == TrialState.COMPLETE for t in trials):
+            return "done"
+        if any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in trials):
+            return "active"
+        # a reason other than an interruption is the run's own failure (e.g. diverged)
+        reasons = [t.user_attrs.get(FAIL_REASON_ATTR) for t in trials if t.state == TrialState.FAIL]
+        if any(reason not in (None, INTERRUPTED) for reason in reasons):
+            return "done"
+        return "missing"
+
+    def _done(self, jobs: list[Job]) -> bool:
+        return all(self._state(job) == "done" for job in jobs)
+
+    def _completed(self, job: Job) -> FrozenTrial | None:
+        return next((t for t in self._trials(job) if t.state == TrialState.COMPLETE), None)
+
+    # --- the protocol ----------------------------------------------------------------------
+
+    def work(self) -> None:
+        while True:
+            with creation_lock(self.storage_url):
+                optuna.storages.fail_stale_trials(self.final)  # jobs of killed workers
+                for job in self.planned():
+                    if self._state(job) == "missing":
+                        self.final.enqueue_trial({}, user_attrs=job.attrs())
+            waiting = len(self.final.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+            if not waiting:
+                return  # all done, or the last jobs run in other workers
+            self.final.optimize(
+                self.runner, n_trials=waiting, n_jobs=self.n_jobs, catch=(Exception,)
+            )
+
+    def settled(self) -> bool:
+        return self._done(self.planned())
+
+    def confirmed(self) -> list[Confirmed]:
+        """The top trials' configurations with their runs so far (test scores read from MLflow,
+        the trials' own evaluated first when missing)."""
+        out = []
+        for trial in top_trials(
+            self.study, self.settings.confirm_top if self.settings.confirms else 1
+        ):
+            runs = [self._trial_run(trial)]
+            for job in self.confirm_jobs():
+                done = self._completed(job) if job.trial_number == trial.number else None
+                if done is not None:
+                    runs.append(job_run(Role.CONFIRM, job, done))
+            out.append(Confirmed(trial, runs))
+        return out
+
+    def _trial_run(self, trial: FrozenTrial) -> Run:
+        tracker, run_id = self.runner.tracker, trial.user_attrs[RUN_ID_ATTR]
+        metrics = tracker.client.get_run(run_id).data.metrics
+        if TEST_IOU not in metrics:
+            device = device_for_trial(self.runner.device, trial.number)
+            model = load_run_model(tracker, run_id, device)
+            scores = log_evaluation(tracker, run_id, model, self.runner.splits, device)
+            metrics = {TEST_IOU: scores["test"].iou}
+        return Run(
+            Role.TRIAL,
+            self.seed + trial.number,
+            trial.value,
+            metrics[TEST_IOU],
+            int(trial.user_attrs[BEST_EPOCH_ATTR]),
+            int(trial.user_attrs[EPOCHS_RUN_ATTR]),
+            run_id,
+        )
+
+    def result(self) -> FinalResult:
+        confirmed = self.confirmed()
+        winner = pick_winner(confirmed, self.maximize)
+        refit = self.refit_job()
+        done = None if refit is None else self._completed(refit)
+        return FinalResult(
+            confirmed,
+            winner,
+            None if done is None else job_run(Role.REFIT, refit, done),
+            None if refit is None else refit.epochs,
+        )
+
+    def epochs(self) -> dict[str, int]:
+        """Epochs trained by each stage of the pipeline, failed and interrupted runs included."""
+        spent = {"search": sum(job_epochs(t) for t in self.study.get_trials(deepcopy=False))}
+        for role in (Role.CONFIRM, Role.REFIT):
+            spent[role] = sum(
+                job_epochs(t)
+                for t in self.final.get_trials(deepcopy=False)
+                if (job := Job.of(t)) is not None and job.role == role
+            )
+        return spent
+
+
+def job_run(role: str, job: Job, trial: FrozenTrial) -> Run:
+    attrs = trial.user_attrs
+    return Run(
+        role,
+        job.seed,
+        trial.value,
+        attrs[TEST_IOU_ATTR],
+        int(attrs[BEST_EPOCH_ATTR]),
+        int(attrs[EPOCHS_RUN_ATTR]),
+        attrs[RUN_ID_ATTR],
+    )
+
+
+# --- the record -----------------------------------------------------------------------------
+
+
+def result_metrics(result: FinalResult, metric: str) -> dict[str, float]:
+    """The parent run's figures: each confirmed configuration's mean and sd, the winner's test
+    mean IoU over its runs and the refit model's."""
+    out: dict[str, float] = {}
+    for confirmed in result.confirmed:
+        prefix = f"confirm_t{confirmed.trial.number:03d}"
+        for name, values in ((metric, confirmed.values), (TEST_IOU, confirmed.test_ious)):
+            mean, sd = mean_sd(values)
+            out[f"{prefix}_{name}_mean"] = mean
+            if math.isfinite(sd):
+                out[f"{prefix}_{name}_sd"] = sd
+    mean, sd = mean_sd(result.winner.test_ious)
+    out[Metric.WINNER_TRIAL] = result.winner.trial.number
+    out[Metric.WINNER_TEST_IOU_MEAN] = mean
+    if math.isfinite(sd):
+        out[Metric.WINNER_TEST_IOU_SD] = sd
+    if result.refit is not None:
+        out[Metric.REFIT_TEST_IOU] = result.refit.test_iou
+        out[Metric.REFIT_EPOCHS] = result.refit_epochs
+    return out
+
+
+def result_rows(result: FinalResult) -> list[dict[str, object]]:
+    """One row per run of the pipeline's last stages, for the parent run's CSV and the report."""
+    runs = [(c.trial.number, run) for c in result.confirmed for run in c.runs]
+    if result.refit is not None:
+        runs.append((result.winner.trial.number, result.refit))
+    return [
+        {
+            "trial": number,
+            "role": run.role,
+            "seed": run.seed,
+            "value": run.value if run.role != Role.REFIT else math.nan,
+            "test_iou": run.test_iou,
+            "best_epoch": run.best_epoch,
+            "epochs_run": run.epochs_run,
+            "winner": number == result.winner.trial.number,
+            "run_id": run.run_id,
+        }
+        for number, run in runs
+    ]
+
+
+def format_result(result: FinalResult, metric: str) -> str:
+    def figures(values: list[float]) -> str:
+        mean, sd = mean_sd(values)
+        return f"{mean:.4f} ± {sd:.4f}" if math.isfinite(sd) else f"{mean:.4f}"
+
+    lines = [
+        f"confirmation: the {len(result.confirmed)} best trials' configurations, each run "
+        f"{len(result.confirmed[0].runs)} times",
+        f"{'trial':>5}  {metric + ' mean ± sd':>20}  {'test_iou mean ± sd':>20}  by seed "
+        f"({metric} / test_iou)",
+    ]
+    for c in result.confirmed:
+        by_seed = "  ".join(f"{r.value:.4f}/{r.test_iou:.4f}" for r in c.runs)
+        mark = "*" if c is result.winner else " "
+        lines.append(
+            f"{c.trial.number:>4}{mark}  {figures(c.values):>20}  {figures(c.test_ious):>20}  {by_seed}"
+        )
+    lines.append(
+        f"winner: trial {result.winner.trial.number}'s configuration, test mean IoU "
+        f"{figures(result.winner.test_ious)} over its {len(result.winner.runs)} runs"
+    )
+    if result.refit is not None:
+        lines.append(
+            f"refit on train + validation for {result.refit_epochs} epoch(s): test mean IoU "
+            f"{result.refit.test_iou:.4f} (the registered model)"
+        )
+    elif result.refit_epochs is not None:
+        lines.append("refit failed: the winner's trial run is registered instead")
+    return "\n".join(lines)
