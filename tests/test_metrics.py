@@ -3,7 +3,15 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, jaccard_score
 
-from harness.metrics import Scores, confusion_matrix, foreground_iou, mean_iou, pixel_accuracy
+from harness.metrics import (
+    Scores,
+    confusion_matrix,
+    foreground_iou,
+    mean_iou,
+    paired_bootstrap,
+    per_image_iou,
+    pixel_accuracy,
+)
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -42,3 +50,23 @@ def test_perfect_prediction_scores_one():
     truth = torch.tensor([0, 1, 1, 0])
     scores = Scores.from_confusion(confusion_matrix(truth, truth))
     assert (scores.accuracy, scores.iou, scores.fg_iou) == (1.0, 1.0, 1.0)
+
+
+def test_per_image_iou_scores_each_image_alone():
+    target = np.zeros((3, 2, 2), np.uint8)
+    target[0, 0] = 1  # top row foreground
+    pred = target.copy()
+    pred[1, 0, 0] = 1  # one false positive on an empty image
+    # image 0 perfect; image 1: fg 0/1, bg 3/4; image 2: nothing to find, nothing found
+    np.testing.assert_allclose(per_image_iou(pred, target), [1.0, 0.375, 1.0])
+
+
+def test_paired_bootstrap_interval_brackets_noise_and_clears_a_real_difference():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.4, 0.9, 200)
+    noise = paired_bootstrap(base + rng.normal(0, 0.05, 200), base)
+    assert noise.low < 0 < noise.high and noise.level == 0.9
+    better = base + 0.02 + rng.normal(0, 0.05, 200)
+    shifted = paired_bootstrap(better, base)
+    assert 0 < shifted.low < 0.02 < shifted.high
+    assert paired_bootstrap(better, base) == shifted  # seeded: one decision for one set of scores

@@ -75,8 +75,11 @@ def name() -> str:
     return f"unet-{uuid.uuid4().hex[:8]}"
 
 
-def trained_run(tracker, splits, test_iou=None, fingerprint=None, evaluate=True, seed=0) -> str:
-    """A finished `harness.train`-like run: real training, checkpoint, test scores."""
+def trained_run(
+    tracker, splits, test_iou=None, fingerprint=None, evaluate=True, seed=0, per_image=None
+) -> str:
+    """A finished `harness.train`-like run: real training, checkpoint, test scores (`test_iou`
+    and each test image's, `per_image`, overwritten with chosen values when given)."""
     run_id = tracker.start_run(tracker.experiment_id(EXPERIMENT), "tiny", tags={Tag.ROLE: "train"})
     device = torch.device("cpu")
     with tracker.run_status(run_id):
@@ -85,6 +88,8 @@ def trained_run(tracker, splits, test_iou=None, fingerprint=None, evaluate=True,
             log_evaluation(tracker, run_id, result.model, splits, device)
     if test_iou is not None:
         tracker.log(run_id, {"test_iou": test_iou})
+    if per_image is not None:
+        tracker.log_per_image(run_id, splits.test.names, per_image)
     if fingerprint is not None:
         tracker.log(run_id, tags={Tag.DATASET_FINGERPRINT: fingerprint})
     return run_id
@@ -132,29 +137,79 @@ def test_first_promotion_is_champion_and_version_carries_its_record(tracker, spl
     assert tracker.client.get_run(run_id).outputs.model_outputs
 
 
-def test_worse_model_stays_challenger_better_one_takes_champion(
+def test_only_a_challenger_better_beyond_the_noise_takes_champion(
     tracker, splits, name, client, capsys
 ):
-    promote_run(tracker, trained_run(tracker, splits, test_iou=0.5), name)
+    images = len(splits.test)
+    champion = np.full(images, 0.5)
+    promote_run(tracker, trained_run(tracker, splits, test_iou=0.5, per_image=champion), name)
 
-    worse = promote_run(tracker, trained_run(tracker, splits, test_iou=0.4, seed=1), name)
-    assert worse == Promotion("2", False, "0.4000 <= 0.5000 (champion v1)", 0.4, 0.5)
+    # higher on the test split, but image by image as often worse as better: noise
+    noisy = champion + np.tile([0.08, -0.07], images // 2)
+    inside = promote_run(
+        tracker, trained_run(tracker, splits, test_iou=0.51, per_image=noisy, seed=1), name
+    )
+    assert (inside.version, inside.promoted, inside.score, inside.champion_score) == (
+        "2",
+        False,
+        0.51,
+        0.5,
+    )
+    assert inside.reason.startswith("not better beyond the noise: 0.5100 vs 0.5000 (champion v1)")
+    assert inside.difference.low < 0 < inside.difference.high
+    assert inside.difference.mean == pytest.approx(0.005)
     assert aliases(client, name) == {CHAMPION: "1", CHALLENGER: "2"}
     record = client.get_model_version(name, "2")
     assert record.tags[VersionTag.PROMOTED] == "false"
-    assert float(record.tags[VersionTag.SCORE]) == 0.4
+    assert float(record.tags[VersionTag.SCORE]) == 0.51
     assert float(record.tags[VersionTag.CHAMPION_SCORE]) == 0.5
     assert record.tags[VersionTag.CHAMPION_VERSION] == "1"
-    assert "stays challenger" in record.description and "0.4000" in record.description
-    assert "0.5000" in record.description
+    assert float(record.tags[VersionTag.DIFF_MEAN]) == pytest.approx(0.005)
+    assert float(record.tags[VersionTag.DIFF_CI_LOW]) == inside.difference.low
+    assert float(record.tags[VersionTag.DIFF_CI_HIGH]) == inside.difference.high
+    assert record.tags[VersionTag.DECISION] == inside.reason
+    assert "stays challenger" in record.description and "0.5100" in record.description
 
-    better = promote_run(tracker, trained_run(tracker, splits, test_iou=0.6, seed=2), name)
-    assert better == Promotion("3", True, "0.6000 > 0.5000 (champion v1)", 0.6, 0.5)
+    # better on every image: the whole interval lies above zero
+    clear = champion + np.linspace(0.02, 0.06, images)
+    better = promote_run(
+        tracker, trained_run(tracker, splits, test_iou=0.54, per_image=clear, seed=2), name
+    )
+    assert better.promoted and better.version == "3"
+    assert better.difference.low > 0
+    assert better.reason.startswith("better beyond the noise: 0.5400 vs 0.5000 (champion v1)")
     assert aliases(client, name) == {CHAMPION: "3", CHALLENGER: "3"}
     assert "promoted to champion" in client.get_model_version(name, "3").description
     out = capsys.readouterr().out
-    assert "version 2 stays challenger: 0.4000 <= 0.5000 (champion v1)" in out
-    assert "version 3 is the champion: 0.6000 > 0.5000 (champion v1)" in out
+    assert "version 2 stays challenger: not better beyond the noise" in out
+    assert "version 3 is the champion: better beyond the noise" in out
+
+    # a margin raises the bar: +0.04 on average is not +0.05
+    margin = promote_run(
+        tracker,
+        trained_run(tracker, splits, test_iou=0.58, per_image=clear + 0.04, seed=3),
+        name,
+        min_improvement=0.05,
+    )
+    assert not margin.promoted
+    assert margin.difference.low > 0 and margin.reason.endswith("not > 0.05")
+    assert aliases(client, name)[CHAMPION] == "3"
+
+
+def test_a_champion_without_per_image_scores_is_not_compared_unless_forced(
+    tracker, splits, name, client
+):
+    # a run scored before per-image scores were logged
+    old = trained_run(tracker, splits, evaluate=False)
+    tracker.log(old, {"test_iou": 0.5})
+    promote_run(tracker, old, name)
+
+    challenger = trained_run(tracker, splits, test_iou=0.9, seed=1)
+    decision = promote_run(tracker, challenger, name)
+    assert not decision.promoted
+    assert decision.reason == "not compared: champion v1 has no per-image test scores"
+    forced = promote_run(tracker, challenger, name, force=True)
+    assert forced.promoted and forced.reason.startswith("forced: not compared")
 
 
 def test_model_trained_on_other_data_is_not_compared_unless_forced(
@@ -246,6 +301,8 @@ def test_promote_cli_study_promotes_the_best_trial(tmp_path, name, client, track
         storage=storage,
         tracking_uri=tracking_uri,
         promote=False,
+        confirm=False,
+        refit=False,
         progress_bar=False,
     )
     result = run_search(options)

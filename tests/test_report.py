@@ -83,6 +83,8 @@ def study(tmp_path_factory, tracking_uri):
         tracking_uri=tracking_uri,
         trials=4,
         promote=False,
+        confirm=False,
+        refit=False,
         progress_bar=False,
         cache_dir=str(folder / "cache"),  # module scope: the per-test cache dir is not set yet
     )

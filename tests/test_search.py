@@ -61,7 +61,8 @@ def options(space_file, tracking_uri, study, **overrides):
         data=DATA,
         study=study,
         tracking_uri=tracking_uri,
-        **{"promote": False, "progress_bar": False, **overrides},
+        # the trials alone, as before confirmation and refit (tests/test_confirm.py has those)
+        **{"promote": False, "progress_bar": False, "confirm": False, "refit": False, **overrides},
     )
 
 
