@@ -139,6 +139,26 @@ def test_resume_from_three_to_five_runs_only_the_missing_trials(space_file, trac
     assert len(third.study.trials) == 5
 
 
+def test_enqueued_configurations_are_tried_first_and_once_also_on_resume(
+    space_file, tracking_uri, client
+):
+    first = run_search(options(space_file, tracking_uri, "known", trials=2))
+    assert all(t.params["lr"] != 0.005 for t in first.study.trials)
+
+    # the space file gains known-good configurations; the study is resumed with them
+    known = space_file
+    known.write_text(TINY_SPACE + "\n[[enqueue]]\ndepth = 3\nlr = 0.005\n[[enqueue]]\ndepth = 2\n")
+    second = run_search(options(known, tracking_uri, "known", trials=4))
+    trials = second.study.trials
+    assert len(trials) == 4
+    assert trials[2].params == {"depth": 3, "lr": 0.005}
+    assert trials[3].params["depth"] == 2  # partial: the sampler picks the learning rate
+
+    third = run_search(options(known, tracking_uri, "known", trials=6))
+    assert len(third.study.trials) == 6
+    assert sum(t.params == {"depth": 3, "lr": 0.005} for t in third.study.trials) == 1
+
+
 def test_resume_on_other_data_is_refused(space_file, tracking_uri, capsys):
     run_search(options(space_file, tracking_uri, "guarded", trials=1))
     code = run_main(main, ["--space", str(space_file), "--data", "synthetic:64", "--study", "guarded",

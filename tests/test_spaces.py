@@ -19,6 +19,10 @@ def test_the_default_space_is_the_reports():
     assert space.params["batch_size"].choices == (8, 16, 32)
     assert space.fixed == {"base_channels": 16}
     assert space.study.metric == "val_iou" and space.study.direction == "maximize"
+    # the original report's hand recipe (but its base channels) is tried first
+    assert space.enqueue == (
+        {"depth": 3, "lr": 1e-3, "batch_size": 16, "patience": 5, "aug_p": 0.2},
+    )
 
 
 def test_suggest_takes_searched_values_from_the_trial_and_fixed_ones_from_the_file(tmp_path):
@@ -33,6 +37,8 @@ def test_suggest_takes_searched_values_from_the_trial_and_fixed_ones_from_the_fi
     assert config.depth == 4 and config.aug_p == 0.0 and config.seed == 3 and config.max_epochs == 5
     assert trial.params == {"lr": config.lr} and 0.001 <= config.lr <= 0.01
 
+
+LR = '[params.lr]\ntype = "float"\nlow = 0.001\nhigh = 0.01\n'
 
 MALFORMED = {
     "syntax": ("[params.lr\ntype = 'float'", "invalid TOML"),
@@ -58,6 +64,28 @@ MALFORMED = {
     "bad_pruner": ('[study]\npruner = "sometimes"\n', "study.pruner"),
     "float_depth": ('[params.depth]\ntype = "float"\nlow = 2.0\nhigh = 4.0\n', "params.depth.type"),
     "invalid_config": ('[params.depth]\ntype = "int"\nlow = 2\nhigh = 9\n', "depth"),
+    "enqueue_not_tables": (f"enqueue = 3\n{LR}", "enqueue: must be [[enqueue]] tables"),
+    "enqueue_empty": (f"{LR}[[enqueue]]\n", "enqueue[0]: is empty"),
+    "enqueue_unsearched": (
+        f"{LR}[[enqueue]]\nlr = 0.002\n[[enqueue]]\nwidth = 3\n",
+        "enqueue[1].width: not a searched parameter (searched: lr)",
+    ),
+    "enqueue_fixed": (
+        f"{LR}[fixed]\ndepth = 3\n[[enqueue]]\ndepth = 3\n",
+        "enqueue[0].depth: is fixed in this space, not searched",
+    ),
+    "enqueue_out_of_range": (
+        f"{LR}[[enqueue]]\nlr = 0.5\n",
+        "enqueue[0].lr: expected a number from 0.001 to 0.01, got 0.5",
+    ),
+    "enqueue_not_a_choice": (
+        '[params.batch_size]\ntype = "categorical"\nchoices = [8, 16]\n[[enqueue]]\nbatch_size = 12\n',
+        "enqueue[0].batch_size: expected one of [8, 16], got 12",
+    ),
+    "enqueue_float_for_int": (
+        '[params.depth]\ntype = "int"\nlow = 2\nhigh = 4\n[[enqueue]]\ndepth = 3.0\n',
+        "enqueue[0].depth: expected an integer from 2 to 4, got 3.0",
+    ),
 }
 
 
