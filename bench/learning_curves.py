@@ -77,7 +77,7 @@ def curve(args: argparse.Namespace, params: dict, seed: int) -> list[float]:
     quiet_libraries()
     space = load_space(args.space)
     splits = load_splits(args.data, space.study.image_size)
-    max_epochs = space.study.max_epochs
+    max_epochs = space.study.epochs(len(splits.train))
     config = space.suggest(optuna.trial.FixedTrial(params), seed=seed, max_epochs=max_epochs)
     config = dataclasses.replace(config, patience=max_epochs)
     result = fit(config, splits.train, splits.val, device=torch.device("cpu"))
@@ -123,7 +123,7 @@ def stopped(curve: list[float], patience: int) -> list[float]:
 
 def replay(configs, curves, order, settings, reports, threshold) -> int | None:
     """Epochs a search over `order` spends until a completed trial reaches `threshold`."""
-    pruner = make_pruner(settings.pruner, settings, settings.max_epochs)
+    pruner = make_pruner(settings.pruner, settings, len(curves[0]))
     # Hyperband picks each trial's bracket from a hash of the study name: fixed, so that
     # replays repeat
     study = optuna.create_study(study_name="replay", direction=settings.direction, pruner=pruner)

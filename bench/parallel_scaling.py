@@ -70,7 +70,7 @@ def run_configuration(workers: int, args, space: Path, folder: Path) -> dict:
     argv = [sys.executable, "-m", "harness.search", "--trials", str(args.trials),
             "--space", str(space), "--data", args.data, "--study", "scaling",
             "--storage", storage, "--tracking-uri", tracking_uri,
-            "--no-promote", "--no-progress"]  # fmt: skip
+            "--no-promote", "--no-confirm", "--no-refit", "--no-progress"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     logs = [open(folder / f"worker{i}.log", "w") for i in range(workers)]
     start = time.perf_counter()

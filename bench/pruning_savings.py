@@ -40,7 +40,7 @@ def one_study(
         pruner=pruner, study=f"pruning-{pruner}-{seed}",
         storage=f"sqlite:///{Path(folder) / f'optuna-{pruner}-{seed}.db'}",
         tracking_uri=f"sqlite:///{Path(folder) / f'mlflow-{pruner}-{seed}.db'}",
-        promote=False, progress_bar=False,
+        promote=False, confirm=False, refit=False, progress_bar=False,
     )  # fmt: skip
     wall, cpu = time.perf_counter(), time.process_time()
     study = run_search(options).study

@@ -90,10 +90,11 @@ def anytime_curve(
     settings = dataclasses.replace(space.study, **overrides)
     space = dataclasses.replace(space, study=settings)
     splits = load_splits(args.data, args.image_size or settings.image_size)
+    max_epochs = settings.epochs(len(splits.train))
     study = optuna.create_study(
         direction=settings.direction,
         sampler=make_sampler(settings, seed),
-        pruner=make_pruner(settings.pruner, settings, settings.max_epochs),
+        pruner=make_pruner(settings.pruner, settings, max_epochs),
     )
     # placeholders, so the next trial gets the number (and so the parameters and training
     # seed) it would have had
@@ -117,7 +118,7 @@ def anytime_curve(
         parent = tracker.start_run(experiment_id, f"{method}-seed{seed}")
         objective = Objective(
             space, splits, tracker, experiment_id, parent, f"{method}-{seed}",
-            settings.max_epochs, seed, "cpu",
+            max_epochs, seed, "cpu",
         )  # fmt: skip
         study.optimize(objective, callbacks=[record], catch=(Exception,))
         tracker.end_run(parent, "FINISHED")

@@ -110,12 +110,12 @@ def run_search(options: SearchOptions) -> SearchResult:
     space = load_space(options.space)
     settings = space.study
     image_size = options.image_size or settings.image_size
-    max_epochs = options.max_epochs or settings.max_epochs
     pruner_name = options.pruner or settings.pruner
     study_name = options.study or space.name
     resolve_device(options.device)  # fail now on a device that is not there
     check_reachable(options.tracking_uri)
     splits = load_splits(options.data, image_size, cache_dir=options.cache_dir)
+    max_epochs = options.max_epochs or settings.epochs(len(splits.train))
     if options.n_jobs > 1:
         # trials run in threads: share the cores out instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // options.n_jobs))
@@ -380,7 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
         image_size_help="override the space file's image_size",
     )
     parser.add_argument(
-        "--max-epochs", type=positive_int, default=None, help="override the space file's max_epochs"
+        "--max-epochs",
+        type=positive_int,
+        default=None,
+        help="each trial's epoch budget, overriding the space file's (budget_images, max_epochs)",
     )
     parser.add_argument(
         "--pruner", choices=PRUNERS, default=None, help="override the space file's pruner"

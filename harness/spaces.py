@@ -89,7 +89,17 @@ class StudySettings:
     pruner_startup_trials: int = 5
     pruner_warmup_epochs: int = 0
     max_epochs: int = 10
+    # > 0: each trial's epoch budget is this many training images seen (small sets get more
+    # passes), kept between min_epochs and max_epochs; 0: max_epochs whatever the data
+    budget_images: int = 0
+    min_epochs: int = 1
     image_size: int = 64
+
+    def epochs(self, train_images: int) -> int:
+        """Each trial's epoch budget on a training set of `train_images` images."""
+        if not self.budget_images:
+            return self.max_epochs
+        return min(self.max_epochs, max(self.min_epochs, round(self.budget_images / train_images)))
 
 
 @dataclass(frozen=True)
@@ -208,12 +218,19 @@ def _read_study(table: dict, fail) -> StudySettings:
         )
     if settings.pruner not in PRUNERS:
         fail("study.pruner", f"unknown pruner {settings.pruner!r} (known: {', '.join(PRUNERS)})")
-    for key in ("max_epochs", "image_size"):
+    for key in ("max_epochs", "min_epochs", "image_size"):
         if getattr(settings, key) < 1:
             fail(f"study.{key}", "must be positive")
-    for key in ("sampler_startup_trials", "pruner_startup_trials", "pruner_warmup_epochs"):
+    for key in (
+        "sampler_startup_trials",
+        "pruner_startup_trials",
+        "pruner_warmup_epochs",
+        "budget_images",
+    ):
         if getattr(settings, key) < 0:
             fail(f"study.{key}", "must not be negative")
+    if settings.min_epochs > settings.max_epochs:
+        fail("study.min_epochs", f"more than max_epochs ({settings.max_epochs})")
     return settings
 
 

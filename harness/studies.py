@@ -68,6 +68,11 @@ class PerTrialSeedRandomSampler(_PerTrialSeed, optuna.samplers.RandomSampler):
     pass
 
 
+# ASHA's first rung at this share of the epoch budget (at least one epoch): epoch 1 of 8, 3 of
+# 24, so that a rung always follows about as many optimizer steps whatever the dataset's size
+ASHA_FIRST_RUNG_SHARE = 1 / 8
+
+
 def make_pruner(name: str, settings: StudySettings, max_epochs: int) -> optuna.pruners.BasePruner:
     # steps are 1-based epochs: the first epoch that may be pruned is the one after the warm-up
     first_prunable = settings.pruner_warmup_epochs + 1
@@ -78,10 +83,11 @@ def make_pruner(name: str, settings: StudySettings, max_epochs: int) -> optuna.p
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=first_prunable, max_resource=max_epochs)
     if name == "asha":
-        # rungs at first_prunable * 3**k epochs; each keeps the top third of the trials there
-        return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=first_prunable, reduction_factor=3
+        # rungs at first_rung * 3**k epochs; each keeps the top third of the trials there
+        first_rung = settings.pruner_warmup_epochs + max(
+            1, round(max_epochs * ASHA_FIRST_RUNG_SHARE)
         )
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first_rung, reduction_factor=3)
     if name == "none":
         return optuna.pruners.NopPruner()
     raise HarnessError(f"unknown pruner {name!r}: use median, hyperband, asha or none")

@@ -4,6 +4,7 @@ import pytest
 from harness.cli import run_main
 from harness.search import main
 from harness.spaces import SpaceError, load_space
+from harness.studies import make_pruner
 from harness.trainer import TrainConfig
 
 
@@ -23,6 +24,24 @@ def test_the_default_space_is_the_reports():
     assert space.enqueue == (
         {"depth": 3, "lr": 1e-3, "batch_size": 16, "patience": 5, "aug_p": 0.2},
     )
+
+
+def test_the_default_epoch_budget_fits_the_training_set():
+    settings = load_space().study
+    # the generated default's 700 training images keep their 8 epochs; small sets get more passes
+    assert settings.epochs(700) == 8
+    assert settings.epochs(230) == 24
+    assert settings.epochs(100) == 40  # at most max_epochs
+    assert settings.epochs(5000) == 8  # at least min_epochs
+    # ASHA's first rung follows the budget: epoch 1 of 8, epoch 3 of 24
+    assert make_pruner("asha", settings, 8)._min_resource == 1
+    assert make_pruner("asha", settings, 24)._min_resource == 3
+
+
+def test_without_an_images_budget_max_epochs_is_the_budget(tmp_path):
+    path = tmp_path / "fixed.toml"
+    path.write_text("[study]\nmax_epochs = 5\n")
+    assert load_space(str(path)).study.epochs(10) == 5
 
 
 def test_suggest_takes_searched_values_from_the_trial_and_fixed_ones_from_the_file(tmp_path):
@@ -62,6 +81,11 @@ MALFORMED = {
     "unknown_fixed": ("[fixed]\nwidth = 3\n", "fixed.width"),
     "unknown_setting": ("[study]\npatience = 3\n", "study.patience"),
     "bad_pruner": ('[study]\npruner = "sometimes"\n', "study.pruner"),
+    "min_above_max_epochs": (
+        "[study]\nmin_epochs = 9\nmax_epochs = 8\n",
+        "study.min_epochs: more than max_epochs (8)",
+    ),
+    "negative_budget": ("[study]\nbudget_images = -1\n", "study.budget_images"),
     "float_depth": ('[params.depth]\ntype = "float"\nlow = 2.0\nhigh = 4.0\n', "params.depth.type"),
     "invalid_config": ('[params.depth]\ntype = "int"\nlow = 2\nhigh = 9\n', "depth"),
     "enqueue_not_tables": (f"enqueue = 3\n{LR}", "enqueue: must be [[enqueue]] tables"),
