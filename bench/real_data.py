@@ -252,7 +252,8 @@ def table(results: list[Result]) -> str:
                 what, score = "mean ± sd", f"{score} ± {sd:.4f}"
             epochs = statistics.mean(r.measured.epochs for r in hand)
             wall = statistics.mean(r.measured.wall_s for r in hand)
-            lines.append(row([dataset, f"hand recipe, {what}", f"{len(hand)} seed{'s' if len(hand) > 1 else ''}", score, "",
+            count = f"{len(hand)} seed{'s' if len(hand) > 1 else ''}"
+            lines.append(row([dataset, f"hand recipe, {what}", count, score, "",
                               *compute(epochs, wall, "epochs and wall time per seed")]))  # fmt: skip
         for r in searches:
             m = r.measured
