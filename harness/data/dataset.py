@@ -36,7 +36,7 @@ SourceKind = Literal["synthetic", "oxford-pet", "folder"]
 @dataclass(frozen=True, eq=False)  # eq=False: arrays do not compare to one bool
 class SegmentationSet:
     images: np.ndarray  # uint8, (N, H, W, 3), RGB, C-contiguous
-    masks: np.ndarray  # uint8, (N, H, W), 1 = pet, 0 = background
+    masks: np.ndarray  # uint8, (N, H, W), 1 = foreground, 0 = background
     species: np.ndarray  # int8, (N,), 0 = cat, 1 = dog, -1 = unknown
     names: tuple[str, ...]  # per-image id: file stem, or "synthetic-000042"
 

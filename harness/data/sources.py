@@ -174,7 +174,7 @@ def _images_by_stem(folder: Path) -> dict[str, Path]:
 
 
 def folder_catalog(root: Path) -> Catalog:
-    """A plain folder: images/ and masks/ paired by file stem, masks nonzero = pet, and
+    """A plain folder: images/ and masks/ paired by file stem, masks nonzero = foreground, and
     optionally its own splits (see split_files)."""
     _require_dir(root, "dataset")
     image_dir, mask_dir = root / "images", root / "masks"
@@ -240,7 +240,7 @@ def _mask_from_file(tensor: torch.Tensor, path: Path, kind: MaskKind) -> torch.T
         if low < TRIMAP_PET or high > TRIMAP_BOUNDARY:
             raise DataError(f"{path}: not a trimap (values must be 1, 2 or 3; found {low}..{high})")
         return torch.from_numpy(trimap_to_mask(trimap.numpy()))
-    # Binary masks: any nonzero colour is pet. An alpha channel says nothing about the class.
+    # Binary masks: any nonzero colour is foreground. An alpha channel says nothing about the class.
     colour = tensor[:1] if tensor.shape[0] <= 2 else tensor[:3]
     return (colour != 0).any(dim=0, keepdim=True).to(torch.uint8)
 
@@ -248,7 +248,7 @@ def _mask_from_file(tensor: torch.Tensor, path: Path, kind: MaskKind) -> torch.T
 def decode(catalog: Catalog, image_size: int, workers: int | None = None) -> Decoded:
     """Read, decode and resize every image and mask of the catalog into uint8 arrays.
 
-    Images are squashed to image_size x image_size (no crop: the pet must stay in frame)
+    Images are squashed to image_size x image_size (no crop: the foreground must stay in frame)
     with antialiased bilinear resizing; masks with exact nearest-neighbour, so they stay 0/1.
     """
     count = len(catalog)
