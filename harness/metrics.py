@@ -1,4 +1,4 @@
-"""Segmentation scores from an accumulated 2x2 confusion matrix (background = 0, pet = 1).
+"""Segmentation scores from an accumulated 2x2 confusion matrix (background = 0, foreground = 1).
 
 Scores are dataset-level: the confusion matrix is summed over every pixel of every batch
 first, and the ratios are taken once at the end (not averaged per image).
@@ -42,8 +42,8 @@ def foreground_iou(cm: torch.Tensor) -> float:
 @dataclass(frozen=True)
 class Scores:
     accuracy: float
-    iou: float  # mean over background and pet
-    fg_iou: float  # pet only
+    iou: float  # mean over background and foreground
+    fg_iou: float  # foreground only
 
     @classmethod
     def from_confusion(cls, cm: torch.Tensor) -> "Scores":

@@ -41,7 +41,7 @@ class UNet(nn.Module):
     """UNet with `depth` resolution levels (depth - 1 poolings); base_channels doubles per level.
 
     Input: float images in [0, 1], shape (N, 3, H, W) with H and W divisible by 2**(depth - 1).
-    Output: pet logits, shape (N, 1, H, W). depth 3 is the original report's "UNet small",
+    Output: foreground logits, shape (N, 1, H, W). depth 3 is the original report's "UNet small",
     depth 4 its "UNet".
     """
 

@@ -1,16 +1,16 @@
-"""`python -m harness.predict`: pet masks for image files, from a registered model.
+"""`python -m harness.predict`: foreground masks for image files, from a registered model.
 
     python -m harness.predict --model models:/harness-unet@champion a.jpg b.png --out masks/
 
 Each image is decoded as RGB and squashed to the square size the model was trained at
 (`image_size` in the model's metadata, else its input signature), with the same antialiased
-bilinear resize as the training data. The model's pet probabilities are resized back to the
+bilinear resize as the training data. The model's foreground probabilities are resized back to the
 image's own size (bilinear) and thresholded, and each mask is written as an 8-bit greyscale
-PNG `<out>/<image stem>.png`: 255 = pet, 0 = background.
+PNG `<out>/<image stem>.png`: 255 = foreground, 0 = background.
 
 The model is any MLflow model that `harness.registry` logs (`models:/NAME@ALIAS`,
 `models:/NAME/VERSION`, `runs:/...`, or a local folder): pyfunc `predict` takes float32
-(N, 3, S, S) in [0, 1] and returns pet probabilities (N, 1, S, S). Every image is decoded
+(N, 3, S, S) in [0, 1] and returns foreground probabilities (N, 1, S, S). Every image is decoded
 before the model runs, so a file that does not decode stops the command with nothing written.
 """
 
@@ -35,7 +35,7 @@ from harness.registry import CHAMPION, DEFAULT_REGISTERED_MODEL
 from harness.tracking import DEFAULT_TRACKING_URI, Param
 
 BATCH_SIZE = 32
-PET, BACKGROUND = 255, 0
+FOREGROUND, BACKGROUND = 255, 0
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class ServedModel:
     image_size: int
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """float32 (N, 3, S, S) in [0, 1] -> float32 pet probabilities (N, S, S)."""
+        """float32 (N, 3, S, S) in [0, 1] -> float32 foreground probabilities (N, S, S)."""
         out = [
             np.asarray(self.model.predict(images[start : start + BATCH_SIZE]))
             for start in range(0, len(images), BATCH_SIZE)
@@ -130,14 +130,14 @@ def to_model_input(image: torch.Tensor, image_size: int) -> np.ndarray:
 
 
 def to_mask(probabilities: np.ndarray, height: int, width: int, threshold: float) -> torch.Tensor:
-    """(S, S) pet probabilities -> uint8 (1, height, width), PET or BACKGROUND."""
+    """(S, S) foreground probabilities -> uint8 (1, height, width), FOREGROUND or BACKGROUND."""
     resized = tvf.resize(
         torch.from_numpy(probabilities)[None],
         [height, width],
         interpolation=InterpolationMode.BILINEAR,
         antialias=True,
     )
-    return torch.where(resized > threshold, PET, BACKGROUND).to(torch.uint8)
+    return torch.where(resized > threshold, FOREGROUND, BACKGROUND).to(torch.uint8)
 
 
 def mask_paths(images: list[Path], out_dir: Path) -> list[Path]:
@@ -174,7 +174,7 @@ def write_masks(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m harness.predict",
-        description="Write a pet mask PNG (255 = pet, 0 = background) for each image, at the "
+        description="Write a mask PNG (255 = foreground, 0 = background) for each image, at the "
         "image's own size, using a registered model.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="folder for the mask PNGs")
     parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow tracking URI")
     parser.add_argument(
-        "--threshold", type=probability, default=0.5, help="pet where the probability exceeds this"
+        "--threshold", type=probability, default=0.5, help="foreground above this probability"
     )
     return parser
 

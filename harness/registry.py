@@ -32,7 +32,7 @@ trained at (the signature fixes H = W = `image_size`; the batch dimension is dyn
 
     mlflow.pyfunc.load_model("models:/harness-unet@champion").predict(images)
 
-takes float32 images (N, 3, S, S) in [0, 1] and returns float32 per-pixel pet probabilities
+takes float32 images (N, 3, S, S) in [0, 1] and returns float32 per-pixel foreground probabilities
 (N, 1, S, S) in [0, 1]; threshold at 0.5 for a mask. S is `image_size` in the model's
 metadata (`harness.predict` resizes to it and back).
 
@@ -282,7 +282,7 @@ def save_pyfunc_model(unet: UNet, source: SourceRun, path: Path) -> None:
             ],
             metadata={
                 Param.IMAGE_SIZE: source.image_size,
-                "output": "pet probability per pixel, float32 (N, 1, S, S) in [0, 1]",
+                "output": "foreground probability per pixel, float32 (N, 1, S, S) in [0, 1]",
                 Param.DEPTH: source.depth,
                 Param.BASE_CHANNELS: source.base_channels,
                 "source_run_id": source.run_id,
@@ -403,7 +403,7 @@ def description(source: SourceRun, decision: Promotion) -> str:
         f"from {source.origin}; data fingerprint {source.fingerprint}. "
         f"Test mean IoU {decision.score:.4f}, champion's {champion}: {verdict} "
         f"({decision.reason}). pyfunc predict: float32 (N, 3, {source.image_size}, "
-        f"{source.image_size}) in [0, 1] -> pet probability (N, 1, {source.image_size}, "
+        f"{source.image_size}) in [0, 1] -> foreground probability (N, 1, {source.image_size}, "
         f"{source.image_size})."
     )
 
@@ -451,8 +451,8 @@ def _register(
             try:
                 client.create_registered_model(
                     model_name,
-                    description="UNet pet-vs-background segmentation from harness. pyfunc "
-                    "predict: float32 images (N, 3, S, S) in [0, 1] -> float32 pet "
+                    description="UNet foreground-vs-background segmentation from harness. pyfunc "
+                    "predict: float32 images (N, 3, S, S) in [0, 1] -> float32 foreground "
                     "probabilities (N, 1, S, S); S is image_size in the model metadata.",
                 )
                 created_model = True

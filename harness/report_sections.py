@@ -104,7 +104,7 @@ def run_history(tracker: Tracker, run_id: str) -> list[EpochResult]:
             epoch=epoch,
             train_loss=series[Metric.TRAIN_LOSS][epoch],
             val_loss=series[Metric.VAL_LOSS][epoch],
-            # the training pet IoU is not logged per epoch
+            # the training foreground IoU is not logged per epoch
             train=Scores(
                 series[Metric.TRAIN_ACCURACY].get(epoch, nan),
                 series[Metric.TRAIN_IOU].get(epoch, nan),
@@ -214,7 +214,7 @@ def comparison_section(
         "UNet depths compared",
         [
             "The best completed trial of each depth, its restored best weights scored on the "
-            "whole, unaugmented splits (pixel accuracy and mean IoU over background and pet). "
+            "whole, unaugmented splits (pixel accuracy, mean IoU of background and foreground). "
             "Time per epoch is the mean measured epoch, validation included.",
             Table(scores_header, scores_rows),
             Table(params_header, params_rows),
@@ -406,7 +406,7 @@ def pruning_section(record: StudyRecord) -> Section:
 
 
 def per_image_iou(predictions: np.ndarray, truths: np.ndarray) -> np.ndarray:
-    """Mean IoU (background and pet) of each image on its own."""
+    """Mean IoU (background and foreground) of each image on its own."""
     return np.array(
         [
             # truths may be a read-only mapping of the data cache: torch gets a copy

@@ -337,7 +337,7 @@ def evaluate_best(tracker: Tracker, parent_run_id: str, best, splits, device: to
     scores = log_evaluation(tracker, run_id, model, splits, device)
     tracker.log(parent_run_id, split_metrics(scores), tags={EVALUATED_TRIAL_TAG: best.number})
     print(f"best trial {best.number} on the whole splits:")
-    print(f"{'split':<6} {'accuracy':>9} {'mean IoU':>9} {'pet IoU':>8}")
+    print(f"{'split':<6} {'accuracy':>9} {'mean IoU':>9} {'fg IoU':>8}")
     for split, s in scores.items():
         print(f"{split:<6} {s.accuracy:>9.4f} {s.iou:>9.4f} {s.fg_iou:>8.4f}")
 

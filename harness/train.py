@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         scores = log_evaluation(tracker, run_id, result.model, splits, device)
     print(f"stopped: {result.stop_reason}; best epoch {result.best_epoch} of {result.epochs_run}")
-    print(f"{'split':<6} {'accuracy':>9} {'mean IoU':>9} {'pet IoU':>8}")
+    print(f"{'split':<6} {'accuracy':>9} {'mean IoU':>9} {'fg IoU':>8}")
     for split, s in scores.items():
         print(f"{split:<6} {s.accuracy:>9.4f} {s.iou:>9.4f} {s.fg_iou:>8.4f}")
     return 0

@@ -1,4 +1,5 @@
-"""Data layer: Oxford-IIIT Pet layout, plain folders, the decode cache, the generator."""
+"""Data layer: Oxford-IIIT Pet layout, plain folders and their split files, the decode cache,
+the generator."""
 
 import os
 import shutil
@@ -217,6 +218,233 @@ def test_split_indices_partition():
     train, val, test = split_indices(100, seed=3)
     assert (len(train), len(val), len(test)) == (70, 15, 15)
     assert sorted(np.concatenate([train, val, test]).tolist()) == list(range(100))
+
+
+# ---------------------------------------------------------------------------------------
+# A folder's own split files: splits/{train,val,test}.txt and groups.csv
+
+
+def stems(*numbers):
+    return [f"img{i:02d}" for i in numbers]
+
+
+def write_list(folder, split, text):
+    (folder / "splits").mkdir(exist_ok=True)
+    path = folder / "splits" / f"{split}.txt"
+    path.write_text(text)
+    return path
+
+
+def write_groups(folder, text):
+    path = folder / "groups.csv"
+    path.write_text(text)
+    return path
+
+
+def names_of(splits):
+    return [set(data.names) for data in all_sets(splits)]
+
+
+@pytest.fixture
+def folder20(tmp_path):
+    return write_folder(tmp_path / "plain20", count=20)
+
+
+def test_split_indices_without_files_are_those_of_before():
+    # Fingerprints of existing studies and champions rest on these: they must never move.
+    assert [p.tolist() for p in split_indices(12, 0)] == [
+        [0, 1, 3, 5, 6, 8, 10, 11], [4, 7], [2, 9],
+    ]  # fmt: skip
+    official_test = np.full(12, -1, np.int8)
+    official_test[[1, 5, 9]] = 2
+    assert [p.tolist() for p in split_indices(12, 3, official_test)] == [
+        [0, 2, 3, 4, 6, 7, 8, 11], [10], [1, 5, 9],
+    ]  # fmt: skip
+
+
+def test_test_list_is_kept_and_the_rest_drawn_by_seed(folder20, cache_dir):
+    write_list(
+        folder20,
+        "test",
+        "# held out by the annotators\n\n  img03.png  \nimg07\r\n# img08\nimg11\nimg15\n",
+    )
+    splits = [
+        load_splits(f"folder:{folder20}", 32, split_seed=seed, cache_dir=cache_dir)
+        for seed in (0, 1)
+    ]
+    for each in splits:
+        train, val, test = names_of(each)
+        assert test == set(stems(3, 7, 11, 15))
+        assert len(val) == round(0.15 * 16) and len(train) == 14
+        assert train | val | test == set(stems(*range(20))) and not train & val
+        assert_masks_match_red(each.test)
+    assert names_of(splits[0])[1] != names_of(splits[1])[1]  # val is drawn by seed
+    assert splits[0].fingerprint != splits[1].fingerprint
+
+
+def test_train_and_val_lists_leave_the_rest_to_test(folder20, cache_dir):
+    write_list(folder20, "train", "\n".join(stems(*range(12))))
+    write_list(folder20, "val", "\n".join(stems(12, 13, 14)))
+    train, val, test = names_of(load_splits(f"folder:{folder20}", 32, cache_dir=cache_dir))
+    assert (train, val, test) == (
+        set(stems(*range(12))),
+        set(stems(12, 13, 14)),
+        set(stems(*range(15, 20))),
+    )
+
+
+def test_a_train_list_leaves_the_rest_to_val_and_test(folder20, cache_dir):
+    write_list(folder20, "train", "\n".join(stems(*range(10))))
+    train, val, test = names_of(load_splits(f"folder:{folder20}", 32, cache_dir=cache_dir))
+    assert train == set(stems(*range(10)))
+    assert len(val) == len(test) == 5 and val | test == set(stems(*range(10, 20)))
+
+
+def test_three_lists_leave_unlisted_images_out_unread(folder20, cache_dir):
+    write_list(folder20, "train", "\n".join(stems(*range(10))))
+    write_list(folder20, "val", "\n".join(stems(10, 11)))
+    write_list(folder20, "test", "\n".join(stems(12, 13, 14)))
+    (folder20 / "images" / "img17.png").write_bytes(b"not read: in no list")
+    splits = load_splits(f"folder:{folder20}", 32, cache_dir=cache_dir)
+    assert names_of(splits) == [set(stems(*range(10))), set(stems(10, 11)), set(stems(12, 13, 14))]
+
+
+def group_of(name):
+    return f"video{int(name[3:]) // 4}"  # img00..img03 are video0, and so on
+
+
+def assert_no_group_across(splits, grouped):
+    sides = [{group_of(n) for n in data.names if n in grouped} for data in all_sets(splits)]
+    assert not sides[0] & sides[1] and not sides[0] & sides[2] and not sides[1] & sides[2]
+
+
+def test_groups_never_straddle_a_split(folder20, cache_dir):
+    grouped = stems(*range(16))  # img16..img19 have no row: each a group of its own
+    rows = "".join(f"{name},{group_of(name)}\n" for name in grouped)
+    write_groups(folder20, "stem,group\n" + rows)
+    seen_tests = set()
+    for seed in range(6):
+        splits = load_splits(f"folder:{folder20}", 32, split_seed=seed, cache_dir=cache_dir)
+        assert_no_group_across(splits, grouped)
+        assert all(len(data) for data in all_sets(splits))
+        assert sum(map(len, all_sets(splits))) == 20
+        seen_tests.add(splits.test.names)
+    assert len(seen_tests) > 1
+
+
+def test_groups_with_a_test_list_draw_val_by_group(folder20, cache_dir):
+    grouped = stems(*range(20))
+    write_groups(folder20, "".join(f"{n}, {group_of(n)}\n" for n in grouped))  # no header
+    write_list(folder20, "test", "\n".join(stems(16, 17, 18, 19)))  # all of video4
+    for seed in range(4):
+        splits = load_splits(f"folder:{folder20}", 32, split_seed=seed, cache_dir=cache_dir)
+        assert set(splits.test.names) == set(stems(16, 17, 18, 19))
+        assert len(splits.val) == 4  # one whole video: 4 is nearest 15% of 16
+        assert_no_group_across(splits, grouped)
+
+
+def test_split_files_are_in_the_fingerprint_and_the_cache_key(folder20, cache_dir):
+    spec = f"folder:{folder20}"
+    plain = load_splits(spec, 32, cache_dir=cache_dir)
+    # One image a group draws exactly the plain split, but is another rule for other seeds.
+    groups = write_groups(folder20, "".join(f"{n},{n}\n" for n in stems(*range(20))))
+    singletons = load_splits(spec, 32, cache_dir=cache_dir)
+    assert names_of(singletons) == names_of(plain)
+    assert not singletons.from_cache and singletons.fingerprint != plain.fingerprint
+    # Comments and blank lines change the file, not what it says: a new decode, same data.
+    groups.write_text("# video frames\n\n" + groups.read_text())
+    commented = load_splits(spec, 32, cache_dir=cache_dir)
+    assert not commented.from_cache and commented.fingerprint == singletons.fingerprint
+    groups.unlink()
+    assert load_splits(spec, 32, cache_dir=cache_dir).fingerprint == plain.fingerprint
+
+    test_list = write_list(folder20, "test", "img01\nimg02\nimg03\n")
+    listed = load_splits(spec, 32, cache_dir=cache_dir)
+    assert not listed.from_cache and listed.fingerprint != plain.fingerprint
+    test_list.write_text("img01\nimg02\nimg04\n")
+    moved = load_splits(spec, 32, cache_dir=cache_dir)
+    assert not moved.from_cache and moved.fingerprint != listed.fingerprint
+
+
+@pytest.mark.parametrize(
+    ("split", "text", "line", "says"),
+    [
+        ("val", "img01\nimg99\n", 2, "no image 'img99'"),
+        ("val", "img01\nimg01.png\n", 2, "listed twice (also line 1)"),  # its file name
+        ("val", "img01\nimg02\nimg01\n", 3, "listed twice (also line 1)"),
+        ("val", "# nothing yet\n\n", None, "lists no images"),
+        ("valid", "img01\n", None, "not a split list"),
+    ],
+)
+def test_bad_split_list(folder20, cache_dir, split, text, line, says):
+    path = write_list(folder20, split, text)
+    culprit = path if line is None else f"{path}:{line}:"
+    assert says in assert_fails_naming(f"folder:{folder20}", culprit, cache_dir)
+
+
+def test_image_in_two_lists(folder20, cache_dir):
+    val = write_list(folder20, "val", "img04\nimg05\n")
+    test = write_list(folder20, "test", "img06\nimg05\n")
+    message = assert_fails_naming(f"folder:{folder20}", f"{test}:2:", cache_dir)
+    assert f"also {val}:2" in message
+
+
+def test_splits_folder_without_a_list(folder20, cache_dir):
+    (folder20 / "splits").mkdir()
+    (folder20 / "splits" / "README.md").write_text("lists go here\n")
+    message = assert_fails_naming(f"folder:{folder20}", folder20 / "splits", cache_dir)
+    assert "train.txt, val.txt, test.txt" in message
+
+
+def test_lists_that_leave_nothing_to_draw(folder20, cache_dir):
+    write_list(folder20, "train", "\n".join(stems(*range(15))))
+    write_list(folder20, "val", "\n".join(stems(*range(15, 20))))
+    message = assert_fails_naming(f"folder:{folder20}", folder20 / "splits", cache_dir)
+    assert "test split" in message and "(0 images)" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "says"),
+    [
+        ("stem,group\nimg01,a\nimg77,a\n", 3, "no image 'img77'"),
+        ("img01,a\nimg02\n", 2, "expected 'stem,group'"),
+        ("img01,a\nimg02,\n", 2, "expected 'stem,group'"),
+        ("img01,a\nimg02,b,c\n", 2, "expected 'stem,group'"),
+        ("img01,a\n\nimg01,b\n", 3, "has a row already (line 1)"),
+        ("stem,group\n", None, "no 'stem,group' rows"),
+    ],
+)
+def test_bad_groups_file(folder20, cache_dir, text, line, says):
+    path = write_groups(folder20, text)
+    culprit = path if line is None else f"{path}:{line}:"
+    assert says in assert_fails_naming(f"folder:{folder20}", culprit, cache_dir)
+
+
+def test_group_cut_by_the_lists(folder20, cache_dir):
+    groups = write_groups(folder20, "img01,p1\nimg02,p1\nimg03,p2\nimg04,p2\n")
+    write_list(folder20, "test", "img01\nimg03\nimg04\n")
+    message = assert_fails_naming(f"folder:{folder20}", groups, cache_dir)
+    assert "'p1'" in message and "img01 is in splits/test.txt but img02 is in no list" in message
+    write_list(folder20, "train", "img02\n")
+    message = assert_fails_naming(f"folder:{folder20}", groups, cache_dir)
+    assert "but img02 is in splits/train.txt" in message
+
+
+def test_too_few_groups(folder20, cache_dir):
+    groups = write_groups(folder20, "".join(f"{n},{n < 'img10'}\n" for n in stems(*range(20))))
+    message = assert_fails_naming(f"folder:{folder20}", groups, cache_dir)
+    assert "(20 images in 2 groups)" in message
+
+
+def test_bad_split_file_is_one_line_from_the_command(folder20, tmp_path, capsys):
+    from harness.cli import run_main
+    from harness.train import main
+
+    val = write_list(folder20, "val", "img01\nimg99\n")
+    argv = ["--data", f"folder:{folder20}", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    assert run_main(main, argv) != 0
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: {val}:2: no image 'img99' in {folder20 / 'images'}"
 
 
 # ---------------------------------------------------------------------------------------

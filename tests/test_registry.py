@@ -245,7 +245,7 @@ def test_model_trained_on_other_data_is_not_compared_unless_forced(
     assert again == Promotion("2", True, "already the champion", 0.9, 0.9)
 
 
-def test_champion_serves_pet_probabilities_through_pyfunc(
+def test_champion_serves_foreground_probabilities_through_pyfunc(
     tracker, splits, name, tracking_uri, monkeypatch
 ):
     run_id = trained_run(tracker, splits)
@@ -258,6 +258,7 @@ def test_champion_serves_pet_probabilities_through_pyfunc(
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
 
     assert model.metadata.metadata["image_size"] == 32
+    assert model.metadata.metadata["output"].startswith("foreground probability per pixel")
     # exported on the CPU, where it stays even on a CUDA machine (an exported graph cannot move)
     assert model.model_config == {"device": "cpu"}
     assert model.metadata.get_input_schema().inputs[0].shape == (-1, 3, 32, 32)

@@ -39,8 +39,9 @@ def only_run(client, experiment):
     return runs[0]
 
 
-def test_one_tracked_run_holds_params_metrics_and_artifacts(tracking_uri, client, tmp_path):
+def test_one_tracked_run_holds_params_metrics_and_artifacts(tracking_uri, client, tmp_path, capsys):
     assert run_main(main, train_args(tracking_uri, "demo")) == 0
+    assert "split   accuracy  mean IoU   fg IoU\n" in capsys.readouterr().out
 
     run = only_run(client, "demo")
     assert run.info.status == "FINISHED"

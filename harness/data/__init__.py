@@ -1,7 +1,7 @@
-"""Datasets for binary pet segmentation: generated, Oxford-IIIT Pet, or a plain folder.
+"""Datasets for binary foreground segmentation: generated pets, Oxford-IIIT Pet, or a folder.
 
 splits = load_splits("oxford-pet:/data/pets", image_size=64)
-splits.train.images  # uint8 (N, 64, 64, 3); splits.train.masks uint8 (N, 64, 64), 1 = pet
+splits.train.images  # uint8 (N, 64, 64, 3); splits.train.masks uint8 (N, 64, 64), 1 = foreground
 """
 
 from harness.data.dataset import (

@@ -1,7 +1,8 @@
 """The dataset as the rest of the harness sees it: `load_splits(spec)` -> train/val/test.
 
 A spec names a source (`synthetic[:N]`, `oxford-pet:PATH`, `folder:PATH`); loading it goes
-through the decode-once cache, then the samples are split with a fixed seed.
+through the decode-once cache, then the samples are split with a fixed seed (a folder may
+pin or group them with its own split files: see split_files).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from harness.data import cache, sources, synthetic
+from harness.data.split_files import DRAWN, SPLITS, TEST, TRAIN, VAL
 from harness.errors import DataError
 
 SPECIES = ("cat", "dog")
@@ -26,6 +28,7 @@ DEFAULT_SPEC = "synthetic"
 DEFAULT_SYNTHETIC_COUNT = 1000
 VAL_FRACTION = 0.15
 TEST_FRACTION = 0.15  # only for sources without an official test split
+FRACTIONS = {VAL: VAL_FRACTION, TEST: TEST_FRACTION}
 
 SourceKind = Literal["synthetic", "oxford-pet", "folder"]
 
@@ -33,7 +36,7 @@ SourceKind = Literal["synthetic", "oxford-pet", "folder"]
 @dataclass(frozen=True, eq=False)  # eq=False: arrays do not compare to one bool
 class SegmentationSet:
     images: np.ndarray  # uint8, (N, H, W, 3), RGB, C-contiguous
-    masks: np.ndarray  # uint8, (N, H, W), 1 = pet, 0 = background
+    masks: np.ndarray  # uint8, (N, H, W), 1 = foreground, 0 = background
     species: np.ndarray  # int8, (N,), 0 = cat, 1 = dog, -1 = unknown
     names: tuple[str, ...]  # per-image id: file stem, or "synthetic-000042"
 
@@ -167,21 +170,56 @@ def check_image_size(image_size: int) -> int:
 
 
 def split_indices(
-    count: int, seed: int, official_test: np.ndarray | None = None
+    count: int,
+    seed: int,
+    assigned: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sorted (train, val, test) indices; an official test split is kept as it is."""
-    rng = np.random.default_rng(seed)
-    if official_test is None:
-        order = rng.permutation(count)
-        n_test = max(1, round(TEST_FRACTION * count))
-        n_val = max(1, round(VAL_FRACTION * count))
-        test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
-    else:
-        test = np.flatnonzero(official_test)
-        trainval = rng.permutation(np.flatnonzero(~official_test))
-        n_val = max(1, round(VAL_FRACTION * len(trainval)))
-        val, train = trainval[:n_val], trainval[n_val:]
-    return np.sort(train), np.sort(val), np.sort(test)
+    """Sorted (train, val, test) indices.
+
+    `assigned` pins samples to a split (an official test split, a folder's split lists); the
+    splits that no sample is pinned to are drawn by seed from the samples marked DRAWN, whole
+    groups at a time when `groups` gives each sample a group number. Drawn validation and test
+    splits take their fraction of the drawn samples and train the rest; when train is pinned,
+    they share all of the rest. A split comes out empty when there is too little to draw from.
+    """
+    if assigned is None:
+        assigned = np.full(count, DRAWN, dtype=np.int8)
+    parts = [np.flatnonzero(assigned == split) for split in range(len(SPLITS))]
+    free = np.flatnonzero(assigned == DRAWN)
+    drawn = [split for split in (TEST, VAL, TRAIN) if len(parts[split]) == 0]
+    if not drawn or not len(free):
+        return parts[TRAIN], parts[VAL], parts[TEST]
+
+    # Units are what is drawn: groups, or single samples. Samples are put in the order of
+    # their unit's place in a random permutation; with single samples this is exactly
+    # rng.permutation(free), the order splits had before groups existed.
+    unit = (
+        np.arange(len(free)) if groups is None else np.unique(groups[free], return_inverse=True)[1]
+    )
+    units = int(unit.max()) + 1
+    rank = np.empty(units, dtype=np.intp)
+    rank[np.random.default_rng(seed).permutation(units)] = np.arange(units)
+    order = free[np.argsort(rank[unit], kind="stable")]
+    # bounds[k]: how many samples the first k units of the order hold
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(rank[unit], minlength=units))])
+
+    shares = {split: FRACTIONS[split] for split in drawn if split != TRAIN}
+    if TRAIN not in drawn:
+        shares = {split: share / sum(shares.values()) for split, share in shares.items()}
+    taken = target = 0  # units drawn so far, and the samples they were meant to hold
+    for position, split in enumerate(drawn):
+        later = len(drawn) - position - 1  # splits still to draw, each needing a unit
+        if later == 0:
+            stop = units
+        else:
+            target += max(1, round(shares[split] * len(free)))
+            # the cut between units nearest the target that leaves a unit to each later split
+            cuts = range(taken + 1, units - later + 1)
+            stop = min(cuts, key=lambda k: abs(int(bounds[k]) - target), default=taken)
+        parts[split] = order[bounds[taken] : bounds[stop]]
+        taken = stop
+    return np.sort(parts[TRAIN]), np.sort(parts[VAL]), np.sort(parts[TEST])
 
 
 def _digest(value: Any) -> str:
@@ -195,9 +233,10 @@ Build = Callable[[], tuple[dict[str, np.ndarray], dict[str, Any]]]
 class _Plan:
     """What to load: enough to split and to find the cache entry without decoding."""
 
-    where: str  # named in error messages
+    where: str  # named when a split comes out empty
     count: int
-    official_test: np.ndarray | None
+    assigned: np.ndarray | None
+    groups: np.ndarray | None
     cache_key: dict[str, Any]
     build: Build
 
@@ -221,7 +260,7 @@ def _synthetic_plan(source: DataSpec, image_size: int) -> _Plan:
         arrays = {"images": images, "masks": masks, "species": species}
         return arrays, {"names": names, "content_id": content_id}
 
-    return _Plan(str(source), count, None, key, build)
+    return _Plan(str(source), count, None, None, key, build)
 
 
 def _files_plan(source: DataSpec, image_size: int) -> _Plan:
@@ -239,10 +278,30 @@ def _files_plan(source: DataSpec, image_size: int) -> _Plan:
 
     def build() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         decoded = sources.decode(catalog, image_size)
+        content_id = decoded.content_id
+        if source.kind == "folder" and catalog.list_files:
+            # A folder's split files are part of its content: the same images split by other
+            # lists or groups make studies that must not be compared.
+            rule = [_as_list(catalog.assigned), _as_list(catalog.groups)]
+            content_id = _digest([content_id, rule])
         arrays = {"images": decoded.images, "masks": decoded.masks, "species": catalog.species}
-        return arrays, {"names": list(catalog.names), "content_id": decoded.content_id}
+        return arrays, {"names": list(catalog.names), "content_id": content_id}
 
-    return _Plan(str(source.path), len(catalog), catalog.official_test, key, build)
+    where = catalog.split_where or str(source.path)
+    return _Plan(where, len(catalog), catalog.assigned, catalog.groups, key, build)
+
+
+def _as_list(array: np.ndarray | None) -> list[int] | None:
+    return None if array is None else array.tolist()
+
+
+def _drawn_from(plan: _Plan) -> str:
+    """What a split was drawn from, in words: "12 images", "40 images in 5 groups"."""
+    free = np.ones(plan.count, dtype=bool) if plan.assigned is None else plan.assigned == DRAWN
+    images = f"{int(free.sum())} images"
+    if plan.groups is None:
+        return images
+    return f"{images} in {len(np.unique(plan.groups[free]))} groups"
 
 
 def load_splits(
@@ -264,10 +323,12 @@ def load_splits(
         else _files_plan(source, image_size)
     )
     # Split before decoding, so that a dataset too small to split fails before it is cached.
-    parts = split_indices(plan.count, split_seed, plan.official_test)
-    for name, indices in zip(("train", "val", "test"), parts, strict=True):
+    parts = split_indices(plan.count, split_seed, plan.assigned, plan.groups)
+    for name, indices in zip(SPLITS, parts, strict=True):
         if len(indices) == 0:
-            raise DataError(f"{plan.where}: {plan.count} images are too few for a {name} split")
+            raise DataError(
+                f"{plan.where}: too few to draw a {name} split from ({_drawn_from(plan)})"
+            )
 
     # Stored in split order (train, val, test), each split is a slice of the cached arrays.
     order = np.concatenate(parts)

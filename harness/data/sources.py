@@ -1,7 +1,8 @@
 """Datasets on disk: the Oxford-IIIT Pet layout and a plain images + masks folder.
 
 Loading happens in two steps so that the cache can be consulted in between:
-`oxford_catalog` / `folder_catalog` only read list files and directory entries (cheap),
+`oxford_catalog` / `folder_catalog` only read list files and directory entries (cheap; a
+folder's own split files are read by `split_files`),
 `decode` reads, decodes and resizes every file (the expensive part the cache saves).
 
 We parse the Oxford list files ourselves rather than going through
@@ -26,6 +27,7 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2.functional import resize, to_dtype
 
+from harness.data.split_files import DRAWN, TEST, read_split_files
 from harness.errors import DataError
 
 # Oxford-IIIT Pet trimap values.
@@ -64,8 +66,12 @@ class Catalog:
     mask_files: tuple[str, ...]
     mask_kind: MaskKind
     species: np.ndarray  # int8 per sample: 0 cat, 1 dog, -1 unknown
-    official_test: np.ndarray | None  # bool per sample, or None when the source has no split
+    # int8 per sample: the split a list pins it to (split_files.SPLITS), or DRAWN by seed;
+    # None when nothing is pinned
+    assigned: np.ndarray | None
+    groups: np.ndarray | None = None  # int64 per sample: drawn together; None: one by one
     list_files: tuple[str, ...] = ()  # annotation files whose content is part of the data
+    split_where: str | None = None  # named when a drawn split comes out empty; None: root
 
     def __len__(self) -> int:
         return len(self.names)
@@ -149,7 +155,7 @@ def oxford_catalog(root: Path) -> Catalog:
         mask_files=tuple(f"annotations/trimaps/{name}.png" for name in names),
         mask_kind="trimap",
         species=np.asarray(species, dtype=np.int8),
-        official_test=np.asarray(is_test, dtype=bool),
+        assigned=np.where(is_test, TEST, DRAWN).astype(np.int8),
         list_files=tuple(f"annotations/{name}" for name in OXFORD_SPLIT_FILES),
     )
 
@@ -168,7 +174,8 @@ def _images_by_stem(folder: Path) -> dict[str, Path]:
 
 
 def folder_catalog(root: Path) -> Catalog:
-    """A plain folder: images/ and masks/ paired by file stem, masks nonzero = pet."""
+    """A plain folder: images/ and masks/ paired by file stem, masks nonzero = foreground, and
+    optionally its own splits (see split_files)."""
     _require_dir(root, "dataset")
     image_dir, mask_dir = root / "images", root / "masks"
     _require_dir(image_dir, "images")
@@ -177,7 +184,8 @@ def folder_catalog(root: Path) -> Catalog:
     if not images:
         raise DataError(f"{image_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
     masks = _images_by_stem(mask_dir)
-    names = tuple(sorted(images))
+    split = read_split_files(root, images)
+    names = split.stems
     for name in names:
         if name not in masks:
             raise DataError(f"{images[name]}: mask missing (no {name}.* in {mask_dir})")
@@ -188,7 +196,10 @@ def folder_catalog(root: Path) -> Catalog:
         mask_files=tuple(f"masks/{masks[name].name}" for name in names),
         mask_kind="binary",
         species=np.full(len(names), -1, dtype=np.int8),
-        official_test=None,
+        assigned=split.assigned,
+        groups=split.groups,
+        list_files=split.files,
+        split_where=split.where,
     )
 
 
@@ -229,7 +240,7 @@ def _mask_from_file(tensor: torch.Tensor, path: Path, kind: MaskKind) -> torch.T
         if low < TRIMAP_PET or high > TRIMAP_BOUNDARY:
             raise DataError(f"{path}: not a trimap (values must be 1, 2 or 3; found {low}..{high})")
         return torch.from_numpy(trimap_to_mask(trimap.numpy()))
-    # Binary masks: any nonzero colour is pet. An alpha channel says nothing about the class.
+    # Binary masks: any nonzero colour is foreground. An alpha channel says nothing about the class.
     colour = tensor[:1] if tensor.shape[0] <= 2 else tensor[:3]
     return (colour != 0).any(dim=0, keepdim=True).to(torch.uint8)
 
@@ -237,7 +248,7 @@ def _mask_from_file(tensor: torch.Tensor, path: Path, kind: MaskKind) -> torch.T
 def decode(catalog: Catalog, image_size: int, workers: int | None = None) -> Decoded:
     """Read, decode and resize every image and mask of the catalog into uint8 arrays.
 
-    Images are squashed to image_size x image_size (no crop: the pet must stay in frame)
+    Images are squashed to image_size x image_size (no crop: the foreground must stay in frame)
     with antialiased bilinear resizing; masks with exact nearest-neighbour, so they stay 0/1.
     """
     count = len(catalog)
