@@ -151,7 +151,24 @@ def measure_search(data: str, seed: int, settings: dict) -> Measured:
         counts = {s: int(study.data.metrics.get(f"trials_{s}", 0)) for s in ("complete", "pruned")}
         score, promoted = promoted_model(client)
         trials = ", ".join(f"{n} {state}" for state, n in counts.items())
-        return Measured(score, epochs_trained(client, runs), wall, f"{trials}; {promoted}")
+        notes = [trials, promoted, final_stage(study.data.metrics)]
+        return Measured(score, epochs_trained(client, runs), wall, "; ".join(filter(None, notes)))
+
+
+def final_stage(metrics: dict[str, float]) -> str:
+    """The study's best trial, its winner over seeds and the refit, on test (issue 15)."""
+    words = []
+    if SCORE_METRIC in metrics:
+        words.append(f"best trial {metrics[SCORE_METRIC]:.4f}")
+    if Metric.WINNER_TEST_IOU_MEAN in metrics:
+        sd = metrics.get(Metric.WINNER_TEST_IOU_SD)
+        spread = "" if sd is None else f" ± {sd:.4f}"
+        words.append(f"winner's runs {metrics[Metric.WINNER_TEST_IOU_MEAN]:.4f}{spread}")
+    if Metric.REFIT_TEST_IOU in metrics:
+        words.append(
+            f"refit {metrics[Metric.REFIT_TEST_IOU]:.4f} ({int(metrics[Metric.REFIT_EPOCHS])} epochs)"
+        )
+    return ", ".join(words)
 
 
 def promoted_model(client: MlflowClient) -> tuple[float | None, str]:
