@@ -163,6 +163,7 @@ def _read_groups(path: Path, names: _Names) -> dict[str, str]:
 def _check_groups_stay_whole(
     path: Path, stems: list[str], group_of: dict[str, str], assigned: np.ndarray
 ) -> None:
+    """Refuse a group that the lists put in two splits, or partly in a list and partly not."""
     first: dict[str, tuple[str, int]] = {}
     for stem, split in zip(stems, assigned.tolist(), strict=True):
         if stem not in group_of:
