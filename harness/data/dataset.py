@@ -20,6 +20,7 @@ import numpy as np
 
 from harness.data import cache, sources, synthetic
 from harness.errors import DataError
+from harness.stopping import interruptible
 
 SPECIES = ("cat", "dog")
 DEFAULT_SPEC = "synthetic"
@@ -245,6 +246,7 @@ def _files_plan(source: DataSpec, image_size: int) -> _Plan:
     return _Plan(str(source.path), len(catalog), catalog.official_test, key, build)
 
 
+@interruptible  # it writes nothing but its cache, and that atomically
 def load_splits(
     spec: str = DEFAULT_SPEC,
     image_size: int = 64,
