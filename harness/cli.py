@@ -1,20 +1,25 @@
 """What every command-line entry point shares: flag types and the error contract.
 
 A `HarnessError` (the user's to fix) ends with one line on stderr and exit status 2;
-Ctrl-C ends with status 130. Anything else is a bug and keeps its traceback.
+Ctrl-C ends with status 130 and SIGTERM with 143 (128 + 15, as a shell reports a process
+killed by it), each after the clean-up described in harness/stopping.py. Anything else is a
+bug and keeps its traceback.
 """
 
 import argparse
 import logging
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable
 
 from harness.errors import HarnessError
+from harness.stopping import INTERRUPTED, TERMINATED, Terminated, stops_handled
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 def quiet_libraries() -> None:
@@ -98,11 +103,15 @@ def add_promotion_flags(parser, *, force: bool = True):
 
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
     quiet_libraries()
-    try:
-        return main(argv) or 0
-    except HarnessError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    with stops_handled():
+        try:
+            return main(argv) or 0
+        except HarnessError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        except Terminated:
+            print(TERMINATED, file=sys.stderr)
+            return EXIT_TERMINATED
+        except KeyboardInterrupt:
+            print(INTERRUPTED, file=sys.stderr)
+            return EXIT_INTERRUPTED

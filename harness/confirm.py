@@ -36,7 +36,6 @@ from harness.objective import (
     FAIL_REASON_ATTR,
     FAILED,
     FINISHED,
-    INTERRUPTED,
     KILLED,
     RUN_ID_ATTR,
     SurplusTrialError,
@@ -44,6 +43,7 @@ from harness.objective import (
 )
 from harness.runs import load_run_model, log_evaluation, train_tracked
 from harness.spaces import SearchSpace
+from harness.stopping import STOP_REASONS, stop_reason
 from harness.tracking import Metric, Role, Tag, Tracker, final_metric
 
 FINAL_STUDY_SUFFIX = ".final"
@@ -233,9 +233,10 @@ class JobRunner:
             )
             names = ("train", "test") if refit else ("train", "val", "test")
             scores = log_evaluation(self.tracker, run_id, fit.model, self.splits, device, names)
-        except KeyboardInterrupt:
-            trial.set_user_attr(FAIL_REASON_ATTR, INTERRUPTED)
-            self._end(run_id, FAIL, KILLED, {Tag.FAIL_REASON: INTERRUPTED})
+        except KeyboardInterrupt as stop:
+            reason = stop_reason(stop)
+            trial.set_user_attr(FAIL_REASON_ATTR, reason)
+            self._end(run_id, FAIL, KILLED, {Tag.FAIL_REASON: reason})
             raise
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"
@@ -329,7 +330,7 @@ class FinalStage:
             return "active"
         # a reason other than an interruption is the run's own failure (e.g. diverged)
         reasons = [t.user_attrs.get(FAIL_REASON_ATTR) for t in trials if t.state == TrialState.FAIL]
-        if any(reason not in (None, INTERRUPTED) for reason in reasons):
+        if any(reason not in (None, *STOP_REASONS) for reason in reasons):
             return "done"
         return "missing"
 

@@ -16,6 +16,7 @@ from harness.data import Splits
 from harness.devices import device_for_trial
 from harness.runs import train_tracked
 from harness.spaces import SearchSpace
+from harness.stopping import stop_reason
 from harness.studies import is_surplus
 from harness.tracking import Tag, Tracker, epoch_metrics
 from harness.trainer import EpochResult, FitResult
@@ -34,9 +35,6 @@ FAIL = optuna.trial.TrialState.FAIL.name
 FINISHED = RunStatus.to_string(RunStatus.FINISHED)
 FAILED = RunStatus.to_string(RunStatus.FAILED)
 KILLED = RunStatus.to_string(RunStatus.KILLED)
-
-
-INTERRUPTED = "interrupted"  # the fail reason of a trial cut short by Ctrl-C
 
 
 def pruned_reason(epoch: int) -> str:
@@ -109,8 +107,10 @@ class Objective:
             self._end(trial, run_id, PRUNED, FINISHED, {Tag.STOP_REASON: str(pruned)})
             trial.set_user_attr(STOP_REASON_ATTR, str(pruned))
             raise
-        except KeyboardInterrupt:
-            self._end(trial, run_id, FAIL, KILLED, {Tag.FAIL_REASON: INTERRUPTED})
+        except KeyboardInterrupt as stop:
+            reason = stop_reason(stop)
+            self._end(trial, run_id, FAIL, KILLED, {Tag.FAIL_REASON: reason})
+            trial.set_user_attr(FAIL_REASON_ATTR, reason)
             raise
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"

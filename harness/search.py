@@ -37,6 +37,7 @@ from harness.objective import FAIL, FAILED, FINISHED, KILLED, RUN_ID_ATTR, Objec
 from harness.registry import DEFAULT_REGISTERED_MODEL, promote_run
 from harness.runs import load_run_model, log_evaluation
 from harness.spaces import DEFAULT_SPACE, PRUNERS, load_space
+from harness.stopping import raise_if_stopping, stops_deferred
 from harness.studies import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_STORAGE,
@@ -169,6 +170,7 @@ def run_search(options: SearchOptions) -> SearchResult:
     )
     missing = options.trials - finished_trials(study)
     try:
+        raise_if_stopping()  # one that came while the study was opened
         if missing > 0:
             study.optimize(
                 objective,
@@ -176,7 +178,10 @@ def run_search(options: SearchOptions) -> SearchResult:
                 timeout=options.timeout,
                 n_jobs=options.n_jobs,
                 catch=(Exception,),
-                callbacks=[optuna.study.MaxTrialsCallback(options.trials, states=FINISHED_STATES)],
+                callbacks=[
+                    optuna.study.MaxTrialsCallback(options.trials, states=FINISHED_STATES),
+                    raise_if_stopping,  # a stop that came during a trial's bookkeeping
+                ],
                 show_progress_bar=options.progress_bar,
             )
         best = best_trial(study)
@@ -490,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
         refit=not args.no_refit,
         progress_bar=not args.no_progress,
     )
-    run_search(options)
+    with stops_deferred():  # a stop waits for training or a safe point: see stopping.py
+        run_search(options)
     return 0
 
 

@@ -20,6 +20,7 @@ from harness.devices import resolve_device
 from harness.errors import HarnessError
 from harness.metrics import Scores, confusion_matrix
 from harness.models import MAX_DEPTH, MIN_DEPTH, UNet
+from harness.stopping import interruptible
 
 # A constant 0.5 prediction scores ln 2 = 0.69; a mean BCE this high means the weights blew up
 # (with BatchNorm the training loss may recover while the running statistics stay wrecked).
@@ -148,6 +149,7 @@ def to_target(masks: torch.Tensor | np.ndarray, device: torch.device) -> torch.T
     return to_device(masks, device).unsqueeze(1).float()
 
 
+@interruptible
 @torch.inference_mode()
 def evaluate(
     model: nn.Module,
@@ -179,6 +181,7 @@ def inference_batches(images: np.ndarray) -> Iterator[np.ndarray]:
         yield take(images, slice(start, start + batch_size))
 
 
+@interruptible
 def predict_masks(model: nn.Module, images: np.ndarray, device: torch.device) -> np.ndarray:
     """uint8 (N, H, W, 3) -> uint8 (N, H, W) masks in {0, 1}."""
     model.eval()
@@ -190,6 +193,7 @@ def predict_masks(model: nn.Module, images: np.ndarray, device: torch.device) ->
     return np.concatenate(out)
 
 
+@interruptible
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,

@@ -22,6 +22,7 @@ import numpy as np
 from harness.data import cache, sources, synthetic
 from harness.data.split_files import DRAWN, SPLITS, TEST, TRAIN, VAL
 from harness.errors import DataError
+from harness.stopping import interruptible
 
 SPECIES = ("cat", "dog")
 DEFAULT_SPEC = "synthetic"
@@ -304,6 +305,7 @@ def _drawn_from(plan: _Plan) -> str:
     return f"{images} in {len(np.unique(plan.groups[free]))} groups"
 
 
+@interruptible  # it writes nothing but its cache, and that atomically
 def load_splits(
     spec: str = DEFAULT_SPEC,
     image_size: int = 64,
