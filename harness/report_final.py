@@ -1,0 +1,88 @@
+"""The report's section on confirmation and refit, read from the study's parent run."""
+
+import csv
+import math
+import statistics
+import tempfile
+from pathlib import Path
+
+from harness.confirm import CONFIRMATION_CSV
+from harness.report_document import Section, Table
+from harness.tracking import Metric, Role, Tracker
+
+TITLE = "Confirmation and refit: the winner over seeds"
+
+
+def read_rows(tracker: Tracker, parent_run_id: str) -> list[dict[str, str]] | None:
+    """The parent run's confirmation.csv; None when the study had no final stage."""
+    names = {a.path for a in tracker.client.list_artifacts(parent_run_id)}
+    if CONFIRMATION_CSV not in names:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = tracker.client.download_artifacts(parent_run_id, CONFIRMATION_CSV, tmp)
+        with open(Path(path), newline="") as file:
+            return list(csv.DictReader(file))
+
+
+def figures(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.4f}"
+    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def final_section(tracker: Tracker, parent_run_id: str, metric: str) -> Section | None:
+    """Each confirmed configuration by seed (validation and test), the winner's test mean IoU
+    as mean ± sd over its runs, the refit model's, and the pipeline's compute."""
+    rows = read_rows(tracker, parent_run_id)
+    if rows is None:
+        return None
+    metrics = tracker.client.get_run(parent_run_id).data.metrics
+    runs = [r for r in rows if r["role"] != Role.REFIT]
+    trials = list(dict.fromkeys(r["trial"] for r in runs))
+    table = []
+    for trial in trials:
+        own = [r for r in runs if r["trial"] == trial]
+        values = [float(r["value"]) for r in own]
+        tests = [float(r["test_iou"]) for r in own]
+        by_seed = ", ".join(f"{float(r['value']):.4f} / {float(r['test_iou']):.4f}" for r in own)
+        winner = own[0]["winner"] == "True"
+        table.append(
+            [
+                f"{trial}{' (winner)' if winner else ''}",
+                str(len(own)),
+                figures(values),
+                figures(tests),
+                by_seed,
+            ]  # fmt: skip
+        )
+    refit = [r for r in rows if r["role"] == Role.REFIT]
+    text = [
+        f"The configurations of the {len(trials)} best complete trials were trained again with "
+        "more seeds; the winner is the one with the best mean validation metric over its runs. "
+        "A single trial's score is one draw: the spread over seeds is the noise of one run."
+    ]
+    winner_sd = metrics.get(Metric.WINNER_TEST_IOU_SD, math.nan)
+    spread = f" ± {winner_sd:.4f}" if math.isfinite(winner_sd) else ""
+    text.append(
+        f"Winner: trial {int(metrics[Metric.WINNER_TRIAL])}'s configuration, test mean IoU "
+        f"{metrics[Metric.WINNER_TEST_IOU_MEAN]:.4f}{spread} over its runs."
+    )
+    if refit:
+        text.append(
+            f"Refit on train + validation for {refit[0]['epochs_run']} epoch(s): test mean IoU "
+            f"{float(refit[0]['test_iou']):.4f}. This is the registered model."
+        )
+    stages = [
+        (stage, metrics.get(f"epochs_{stage}")) for stage in ("search", Role.CONFIRM, Role.REFIT)
+    ]
+    compute = ", ".join(f"{stage} {int(n)}" for stage, n in stages if n is not None)
+    total = sum(int(n) for _, n in stages if n is not None)
+    text.append(f"Epochs trained by the whole pipeline: {compute} (total {total}).")
+    header = [
+        "trial",
+        "runs",
+        f"{metric} mean ± sd",
+        "test mean IoU ± sd",
+        f"by seed ({metric} / test)",
+    ]
+    return Section(TITLE, [" ".join(text), Table(header, table)])
