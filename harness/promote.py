@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run_id = args.run_id or best_run_id(args.study, args.storage)
-    tracker = Tracker(args.tracking_uri)
+    tracker = Tracker(args.tracking_uri, create=False)
     promotion: Promotion = promote_run(tracker, run_id, args.registered_model, force=args.force)
     alias = "champion" if promotion.promoted else "challenger"
     print(f"load it with mlflow.pyfunc.load_model('models:/{args.registered_model}@{alias}')")

@@ -67,7 +67,7 @@ class ReportOptions:
 
 def make_report(options: ReportOptions) -> Path:
     """Write the report files and (unless options.log is False) log them; returns the HTML path."""
-    tracker = Tracker(options.tracking_uri)
+    tracker = Tracker(options.tracking_uri, create=False)
     record = read_study(tracker, options.storage, options.study)
     splits = study_splits(record.study, options.data, options.cache_dir)
     device = resolve_device(options.device)
