@@ -64,7 +64,11 @@ def param_importances(study: optuna.Study) -> dict[str, float] | str:
     """PED-ANOVA importances over the complete trials, or why there are none."""
     evaluator = optuna.importance.PedAnovaImportanceEvaluator()
     try:
-        return optuna.importance.get_param_importances(study, evaluator=evaluator)
+        with warnings.catch_warnings():
+            # with few trials PED-ANOVA warns that its two quantiles pick the same trials:
+            # importance_warning says that in the user's words
+            warnings.simplefilter("ignore", UserWarning)
+            return optuna.importance.get_param_importances(study, evaluator=evaluator)
     except (ValueError, RuntimeError) as error:
         return first_line(error)
 

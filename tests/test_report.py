@@ -4,6 +4,7 @@ import html
 import json
 import re
 import shutil
+import statistics
 import subprocess
 from html.parser import HTMLParser
 
@@ -128,7 +129,15 @@ def test_the_report_has_every_section_and_figure(written, client):
     for depth in depths:
         row = re.search(rf"<tr><td>UNet depth {depth}[^<]*</td>(.*?)</tr>", page).group(1)
         numbers = re.findall(r"<td>([0-9.]+)</td>", row)
-        assert len(numbers) >= 1 + 6 + 2  # trial, 3 splits x (accuracy, IoU), times
+        assert len(numbers) == 1 + 6 + 2  # trial, 3 splits x (accuracy, IoU), times
+        run_id = result.study.trials[int(numbers[0])].user_attrs[RUN_ID_ATTR]
+        epoch_times = [m.value for m in client.get_metric_history(run_id, "epoch_time_s")]
+        assert numbers[7] == f"{statistics.median(epoch_times):.2f}"
+
+    # one importance method, named, with the few-trials warning; medians, not means, of epochs
+    assert "PED-ANOVA" in page and "mostly noise" in page
+    assert "<th>median s / epoch</th>" in page
+    assert "pruned trial (x)" in page
 
     logged = {a.path for a in client.list_artifacts(result.parent_run_id, "report")}
     assert {"report/report.html", "report/report.md", "report/figures"} <= logged
