@@ -15,37 +15,7 @@ from harness import report
 from harness.cli import run_main
 from harness.objective import RUN_ID_ATTR
 from harness.search import SearchOptions, run_search
-
-TINY_SPACE = """
-[study]
-max_epochs = 3
-image_size = 32
-sampler_startup_trials = 2
-pruner = "median"
-pruner_startup_trials = 2
-pruner_warmup_epochs = 0
-
-[params.depth]
-type = "int"
-low = 2
-high = 3
-
-[params.lr]
-type = "float"
-low = 5e-3
-high = 5e-2
-log = true
-
-[params.aug_p]
-type = "float"
-low = 0.0
-high = 0.3
-
-[fixed]
-base_channels = 4
-batch_size = 8
-patience = 2
-"""
+from tests.helpers import TINY_SEARCH_SPACE
 
 SECTIONS = (
     "Study",
@@ -71,7 +41,7 @@ def study(tmp_path_factory, tracking_uri):
     """Four trials over depth 2..3 (each depth enqueued once, so that both are there)."""
     folder = tmp_path_factory.mktemp("report-study")
     space = folder / "tiny.toml"
-    space.write_text(TINY_SPACE)
+    space.write_text(TINY_SEARCH_SPACE)
     storage = f"sqlite:///{folder / 'optuna.db'}"
     enqueued = optuna.create_study(study_name="report", storage=storage, direction="maximize")
     for depth in (2, 3):  # unprunable startup trials: both depths complete
