@@ -89,6 +89,7 @@ class Objective:
         def report_to_optuna(result: EpochResult) -> None:
             trial.report(restored.update(result), result.epoch)
             if trial.should_prune():
+                self.tracker.mark_pruned(run_id, restored.best, result.epoch)
                 raise optuna.TrialPruned(pruned_reason(result.epoch))
 
         try:

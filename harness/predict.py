@@ -32,7 +32,7 @@ from torchvision.transforms import InterpolationMode
 from harness.cli import probability, run_main
 from harness.errors import HarnessError, first_line
 from harness.registry import CHAMPION, DEFAULT_REGISTERED_MODEL
-from harness.tracking import DEFAULT_TRACKING_URI, Param
+from harness.tracking import DEFAULT_TRACKING_URI, Param, require_store
 
 BATCH_SIZE = 32
 FOREGROUND, BACKGROUND = 255, 0
@@ -54,24 +54,33 @@ class ServedModel:
 
 def load_served_model(model_uri: str, tracking_uri: str = DEFAULT_TRACKING_URI) -> ServedModel:
     """Load through an explicit tracking/registry URI (no process-global MLflow state)."""
-    try:
-        if Path(model_uri).is_dir():
-            model = mlflow.pyfunc.load_model(model_uri)
-        else:
-            location = model_uri
-            if model_uri.startswith("models:/"):
-                location = resolve_models_uri(model_uri, MlflowClient(tracking_uri))
-            with tempfile.TemporaryDirectory() as tmp:
-                local = mlflow.artifacts.download_artifacts(
-                    artifact_uri=location,
-                    dst_path=tmp,
-                    tracking_uri=tracking_uri,
-                    registry_uri=tracking_uri,
-                )
-                model = mlflow.pyfunc.load_model(local)
-    except (MlflowException, OSError) as error:
-        raise HarnessError(f"cannot load model {model_uri}: {first_line(error)}") from None
+    model = load_model(mlflow.pyfunc.load_model, model_uri, tracking_uri)
     return ServedModel(model, model_image_size(model, model_uri))
+
+
+def load_model(loader, model_uri: str, tracking_uri: str = DEFAULT_TRACKING_URI):
+    """`loader` (an MLflow flavour's load_model) on a model folder, or on a models:/ or runs:/
+    model downloaded from `tracking_uri`. A missing store or model is a one-line error naming
+    where it looked; a local store that is not there is not created."""
+    local_folder = Path(model_uri).is_dir()
+    try:
+        if local_folder:
+            return loader(model_uri)
+        require_store(tracking_uri)
+        location = model_uri
+        if model_uri.startswith("models:/"):
+            location = resolve_models_uri(model_uri, MlflowClient(tracking_uri))
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=location,
+                dst_path=tmp,
+                tracking_uri=tracking_uri,
+                registry_uri=tracking_uri,
+            )
+            return loader(local)
+    except (MlflowException, OSError) as error:
+        where = "" if local_folder else f" from {tracking_uri}"
+        raise HarnessError(f"cannot load model {model_uri}{where}: {first_line(error)}") from None
 
 
 def resolve_models_uri(model_uri: str, client: MlflowClient) -> str:

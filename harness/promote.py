@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run_id = args.run_id or best_run_id(args.study, args.storage)
-    tracker = Tracker(args.tracking_uri)
+    tracker = Tracker(args.tracking_uri, create=False)
     promotion: Promotion = promote_run(
         tracker,
         run_id,

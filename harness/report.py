@@ -33,6 +33,7 @@ from harness.data import Splits, load_splits
 from harness.devices import resolve_device
 from harness.errors import HarnessError
 from harness.report_document import HTML_FILE, MARKDOWN_FILE, write_report
+from harness.report_final import final_section
 from harness.report_sections import (
     StudyRecord,
     best_per_depth,
@@ -67,7 +68,7 @@ class ReportOptions:
 
 def make_report(options: ReportOptions) -> Path:
     """Write the report files and (unless options.log is False) log them; returns the HTML path."""
-    tracker = Tracker(options.tracking_uri)
+    tracker = Tracker(options.tracking_uri, create=False)
     record = read_study(tracker, options.storage, options.study)
     splits = study_splits(record.study, options.data, options.cache_dir)
     device = resolve_device(options.device)
@@ -80,6 +81,10 @@ def make_report(options: ReportOptions) -> Path:
         pruning_section(record),
         predictions_section(record, splits, device, options.samples, options.worst),
     ]
+    metric = (record.study.metric_names or ["value"])[0]
+    final = final_section(tracker, record.parent_run_id, metric)
+    if final is not None:  # a study searched with confirmation or refit
+        sections.insert(2, final)
     out = options.out or Path("reports") / safe_name(options.study)
     files = write_report(f"Study {options.study!r}", sections, out)
     if options.log:

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import optuna
-from matplotlib.ticker import MaxNLocator
 
 from harness import plots
 from harness.plots import plt
@@ -55,12 +54,13 @@ def param_effects(
         elif getattr(distribution, "log", False):
             ax.set_xscale("log")
         elif isinstance(distribution, optuna.distributions.IntDistribution):
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            plots.integer_ticks(ax.xaxis)
         ax.set(xlabel=name, ylabel=ylabel)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names) :]:
         ax.remove()
     axes.flat[0].legend(fontsize=8)
+    plots.readable_log_ticks(fig)
     fig.tight_layout()
     return fig
 
@@ -87,8 +87,8 @@ def epochs_per_trial(trials: list[TrialCompute], max_epochs: int):
             )
     ax.axhline(max_epochs, color="black", linestyle="--", linewidth=1, label="max_epochs")
     ax.set(xlabel="trial", ylabel="epochs run", ylim=(0, max_epochs * 1.15))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    plots.integer_ticks(ax.xaxis)
+    plots.integer_ticks(ax.yaxis)
     ax.legend(fontsize=8, ncols=4, loc="upper center")
     fig.tight_layout()
     return fig
@@ -98,15 +98,5 @@ def iou_histogram(ious: np.ndarray, title: str):
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.hist(ious, bins=20, range=(0, 1), color="tab:blue")
     ax.set(xlabel="per-image mean IoU", ylabel="test images", title=title)
-    fig.tight_layout()
-    return fig
-
-
-def importances(values: dict[str, float]):
-    """Horizontal bars, most important on top (Optuna's own plot would compute them again)."""
-    names = list(values)[::-1]
-    fig, ax = plt.subplots(figsize=(6, 0.45 * len(names) + 1.2))
-    ax.barh(names, [values[n] for n in names], color="tab:blue")
-    ax.set(xlabel="importance for the trial value", xlim=(0, 1))
     fig.tight_layout()
     return fig

@@ -15,11 +15,18 @@ from harness import plots
 from harness import report_figures as figures
 from harness.data import Splits
 from harness.errors import HarnessError, first_line
-from harness.metrics import Scores, confusion_matrix
+from harness.metrics import Scores, per_image_iou
 from harness.objective import RUN_ID_ATTR, STOP_REASON_ATTR
 from harness.report_document import Block, Image, Section, Table
-from harness.runs import evaluate_splits, load_run_model
-from harness.study_summary import study_figure
+from harness.runs import evaluate_splits, load_run_model, run_dtype
+from harness.study_plots import (
+    IMPORTANCE_METHOD,
+    importance_warning,
+    importances_figure,
+    optimization_history,
+    param_importances,
+    reached_value,
+)
 from harness.tracking import (
     EPOCH_METRICS,
     SCORES,
@@ -141,7 +148,7 @@ def split_scores(
     if scores is None:
         run_id = run.info.run_id
         model = mlflow_call(load_run_model, record.tracker, run_id, device)
-        scores = evaluate_splits(model, splits, device)
+        scores = evaluate_splits(model, splits, device, run_dtype(run))
         # logged on the trial's run: the next report (and the registry) can read them there
         record.tracker.log(run_id, split_metrics(scores))
     return scores
@@ -163,12 +170,13 @@ def overview_section(record: StudyRecord, splits: Splits) -> Section:
         + ", ".join(f"{k} = {_format(v)}" for k, v in best.params.items())
         + f". MLflow parent run {record.parent_run_id}.",
     ]
-    figure = study_figure(study, optuna.visualization.matplotlib.plot_optimization_history)
+    figure = optimization_history(study)
     if figure is not None:
         blocks.append(
             Image(
                 "optimization_history.png",
-                "Trial values in order, and the best so far.",
+                "Trial values in order, and the best so far; a pruned trial (x) is drawn at "
+                "the best value it reached before it was pruned.",
                 figures.png_bytes(figure),
             )
         )
@@ -183,7 +191,7 @@ def comparison_section(
     scores_header += [
         f"{s} {n}" for s in ("train", "val", "test") for n in ("accuracy", "mean IoU")
     ]
-    scores_header += ["s / epoch", "training s"]
+    scores_header += ["median s / epoch", "training s"]
     shown_params = (Param.BASE_CHANNELS, Param.LR, Param.BATCH_SIZE, Param.PATIENCE, Param.AUG_P)
     params_header = ["model", "trial", *shown_params, "epochs run", "best epoch", "ended"]
     scores_rows, params_rows = [], []
@@ -196,7 +204,7 @@ def comparison_section(
                 model,
                 str(c.trial.number),
                 *(f"{getattr(scores[s], n):.4f}" for s in SPLITS for n in ("accuracy", "iou")),
-                f"{np.nanmean(epoch_times):.2f}" if epoch_times else "",
+                f"{np.nanmedian(epoch_times):.2f}" if epoch_times else "",
                 _metric(c.run, Metric.TRAIN_TIME_S, "{:.1f}"),
             ]
         )
@@ -214,8 +222,10 @@ def comparison_section(
         "UNet depths compared",
         [
             "The best completed trial of each depth, its restored best weights scored on the "
-            "whole, unaugmented splits (pixel accuracy, mean IoU of background and foreground). "
-            "Time per epoch is the mean measured epoch, validation included.",
+            "whole, unaugmented splits (pixel accuracy and mean IoU over background and foreground). "
+            "Scores are taken under the autocast the trial trained with, so the validation "
+            "mean IoU is the trial value. Time per epoch is the median measured epoch, "
+            "validation included (one slow epoch, such as the first, does not move it).",
             Table(scores_header, scores_rows),
             Table(params_header, params_rows),
             *uncompleted_depths(record, {c.depth for c in contenders}),
@@ -260,16 +270,6 @@ def learning_curves_section(contenders: list[Contender]) -> Section:
     return Section("Learning curves", blocks)
 
 
-def trial_score(record: StudyRecord, trial: FrozenTrial) -> float | None:
-    """The trial value; a pruned trial's best intermediate value stands in for it."""
-    if trial.state == TrialState.COMPLETE:
-        return trial.value
-    values = list(trial.intermediate_values.values())
-    if not values:
-        return None
-    return max(values) if record.maximize else min(values)
-
-
 def parameters_section(record: StudyRecord) -> Section:
     finished = record.trials(TrialState.COMPLETE, TrialState.PRUNED)
     distributions = {}
@@ -284,7 +284,7 @@ def parameters_section(record: StudyRecord) -> Section:
         return Section("Searched parameters", ["The study searched no parameter."])
     points = {name: [] for name in names}
     for trial in finished:
-        score = trial_score(record, trial)
+        score = reached_value(trial, record.maximize)
         if score is None:
             continue
         for name in names:
@@ -307,9 +307,12 @@ def parameters_section(record: StudyRecord) -> Section:
     if isinstance(importances, str):
         blocks.append(f"Optuna's parameter importances: not computable ({importances}).")
     else:
+        warning = importance_warning(record.study)
         blocks.append(
-            "Optuna's parameter importances (fANOVA over the completed trials, seeded): the share "
-            "of the variance of the trial value each parameter explains."
+            f"Optuna's parameter importances ({IMPORTANCE_METHOD}, Optuna's default and what "
+            "optuna-dashboard shows, over the complete trials): how much each parameter "
+            "decides whether a trial reaches the top tenth of the trial values."
+            + (f" {warning}" if warning else "")
         )
         blocks.append(
             Table(["parameter", "importance"], [[k, f"{v:.3f}"] for k, v in importances.items()])
@@ -317,20 +320,11 @@ def parameters_section(record: StudyRecord) -> Section:
         blocks.append(
             Image(
                 "param_importances.png",
-                "Optuna's parameter importances.",
-                figures.png_bytes(figures.importances(importances)),
+                f"Optuna's parameter importances ({IMPORTANCE_METHOD}).",
+                figures.png_bytes(importances_figure(importances, warning)),
             )
         )
     return Section("Searched parameters", blocks)
-
-
-def param_importances(study: optuna.Study) -> dict[str, float] | str:
-    """Importances, or why there are none (too few trials, a single parameter value...)."""
-    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)  # same numbers every time
-    try:
-        return optuna.importance.get_param_importances(study, evaluator=evaluator)
-    except (ValueError, RuntimeError) as error:
-        return first_line(error)
 
 
 def trial_ending(trial: FrozenTrial) -> str:
@@ -402,17 +396,6 @@ def pruning_section(record: StudyRecord) -> Section:
                 figures.png_bytes(figures.epochs_per_trial(trials, budget)),
             ),
         ],
-    )
-
-
-def per_image_iou(predictions: np.ndarray, truths: np.ndarray) -> np.ndarray:
-    """Mean IoU (background and foreground) of each image on its own."""
-    return np.array(
-        [
-            # truths may be a read-only mapping of the data cache: torch gets a copy
-            Scores.from_confusion(confusion_matrix(torch.from_numpy(p), torch.tensor(t))).iou
-            for p, t in zip(predictions, truths)
-        ]
     )
 
 

@@ -67,6 +67,7 @@ def train_tracked(
         params=run_params(config, splits, autocast_dtype(precision, device), compile_model),
         tags={Tag.DATASET_FINGERPRINT: splits.fingerprint},
     )
+    tracker.log_dataset_inputs(run_id, splits)
 
     def log_epoch(result) -> None:
         tracker.log(run_id, epoch_metrics(result), step=result.epoch)
@@ -108,11 +109,22 @@ def load_run_model(tracker: Tracker, run_id: str, device: torch.device) -> torch
     return tracker.load_checkpoint_into(run_id, build_model(depth, base_channels, device))
 
 
+def run_dtype(run) -> torch.dtype | None:
+    """The autocast dtype a run trained under (its `precision` param; None for float32)."""
+    name = run.data.params.get(Param.PRECISION, "float32")
+    return None if name == "float32" else getattr(torch, name)
+
+
 def evaluate_splits(
-    model: torch.nn.Module, splits: Splits, device: torch.device, names=("train", "val", "test")
+    model: torch.nn.Module,
+    splits: Splits,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+    names=("train", "val", "test"),
 ) -> dict[str, Scores]:
-    """The report's table: scores of the restored weights on whole, unaugmented splits."""
-    return {name: evaluate(model, getattr(splits, name), device)[1] for name in names}
+    """The report's table: scores of the restored weights on whole, unaugmented splits, under
+    the training's autocast `dtype` so that the validation IoU is the best epoch's own."""
+    return {name: evaluate(model, getattr(splits, name), device, dtype=dtype)[1] for name in names}
 
 
 def log_evaluation(
@@ -125,7 +137,9 @@ def log_evaluation(
 ) -> dict[str, Scores]:
     """Score the final model on the splits `names` and log the table, each test image's score
     and a preview grid (validation images, or test images for a model trained on them)."""
-    scores = evaluate_splits(model, splits, device, names)
+    scores = evaluate_splits(
+        model, splits, device, run_dtype(tracker.client.get_run(run_id)), names
+    )
     tracker.log(run_id, split_metrics(scores))
     test = splits.test
     tracker.log_per_image(

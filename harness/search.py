@@ -148,6 +148,8 @@ def run_search(options: SearchOptions) -> SearchResult:
             enqueue_known(study, space.enqueue)
         experiment_id = tracker.experiment_id(study_name)
         parent_run_id = parent_run(tracker, experiment_id, study, identity)
+    tracker.log_dataset_inputs(parent_run_id, splits)
+    tracker.adopt_project_run(parent_run_id)
     optuna.storages.fail_stale_trials(study)  # trials of killed workers: fail and retry them
     print(f"study {study_name!r}: {finished_trials(study)} of {options.trials} trials finished")
     print(

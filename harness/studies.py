@@ -156,6 +156,8 @@ def open_study(
             )
         if key not in stored:
             study.set_user_attr(key, value)
+    if study.metric_names != [settings.metric]:  # else optuna-dashboard says "Objective 0"
+        study.set_metric_names([settings.metric])
     return study
 
 

@@ -2,9 +2,13 @@
 
 All calls go through an explicit `MlflowClient` and run id, never MLflow's fluent
 active-run stack: that stack is per thread, and Optuna runs `--n-jobs` trials in threads.
+The client API leaves out what the fluent API adds to every run, so `Tracker.start_run` adds
+it back (`context_tags`: source, user, git commit) and the datasets are logged as MLflow
+dataset inputs (`Tracker.log_dataset_inputs`).
 """
 
 import csv
+import functools
 import json
 import math
 import pickle
@@ -12,19 +16,38 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+import mlflow.data
 import torch
+from mlflow.data.code_dataset_source import CodeDatasetSource
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.entities import DatasetInput, InputTag, RunStatus, RunTag
 from mlflow.entities import Metric as MlflowMetric
 from mlflow.entities import Param as MlflowParam
-from mlflow.entities import RunStatus, RunTag
+from mlflow.environment_variables import MLFLOW_RUN_ID
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from mlflow.tracking.context.git_context import GitRunContext
+from mlflow.tracking.context.registry import resolve_tags
+from mlflow.utils.git_utils import get_git_branch, get_git_commit, get_git_repo_url
+from mlflow.utils.mlflow_tags import (
+    MLFLOW_DATASET_CONTEXT,
+    MLFLOW_GIT_BRANCH,
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_GIT_DIRTY,
+    MLFLOW_GIT_REPO_URL,
+    MLFLOW_PARENT_RUN_ID,
+    MLFLOW_PROJECT_ENTRY_POINT,
+    MLFLOW_RUN_NAME,
+)
 
+import harness
 from harness.errors import HarnessError, first_line
-from harness.locks import creation_lock
+from harness.locks import creation_lock, sqlite_path
 from harness.metrics import Scores
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -111,6 +134,7 @@ class Role:
     TRIAL = "trial"  # one trial of the search
     CONFIRM = "confirm"  # a top trial's configuration retrained with another seed
     REFIT = "refit"  # the winning configuration retrained on train + validation
+    PROJECT = "project"  # `mlflow run`'s own run, hung under the harness's
 
 
 class Tag:
@@ -121,6 +145,14 @@ class Tag:
     STOP_REASON = "harness.stop_reason"
     FAIL_REASON = "harness.fail_reason"
     DATASET_FINGERPRINT = "harness.dataset_fingerprint"
+    VERSION = "harness.version"  # the package version that made the run
+
+
+# MLflow has no run status for "stopped early on purpose": a pruned trial's run ends FINISHED
+# (it did what was asked) and its name says it was pruned, which the runs list shows.
+PRUNED_NAME_SUFFIX = " (pruned)"
+# the dataset inputs' context tags, per split
+DATASET_CONTEXTS = {"train": "train", "val": "validation", "test": "test"}
 
 
 def epoch_metrics(result) -> dict[str, float]:
@@ -154,6 +186,22 @@ def fit_metrics(fit) -> dict[str, float]:
     return metrics
 
 
+def reached_metrics(best, epochs_run: int) -> dict[str, float]:
+    """A pruned trial's summary: its best epoch so far (a `trainer.EpochResult`), so that it
+    has the same once-per-run metrics as a complete one and sorts by what it reached."""
+    return {
+        Metric.BEST_VAL_IOU: best.val.iou,
+        Metric.BEST_EPOCH: best.epoch,
+        Metric.EPOCHS_RUN: epochs_run,
+    }
+
+
+def study_best_metric(metric: str) -> str:
+    """The study's parent run's name for its best trial value: `study_best_val_iou`, not the
+    trials' `best_val_iou`, so that sorting the runs table by that column lists trials only."""
+    return f"study_best_{metric}"
+
+
 def split_metrics(scores: Mapping[str, Scores]) -> dict[str, float]:
     """Scores of the restored weights per split, e.g. {"test": Scores(...)} -> test_iou, ..."""
     return {
@@ -176,12 +224,90 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
-class Tracker:
-    """A tracking store and the few operations the harness needs from it."""
+def require_store(tracking_uri: str) -> None:
+    """Refuse a local SQLite store that is not there, for commands that only read one: MLflow
+    would create an empty store in the working directory and report everything missing."""
+    path = sqlite_path(tracking_uri)
+    if path is not None and not path.is_file():
+        raise HarnessError(
+            f"no MLflow tracking store at {path.resolve()} (--tracking-uri {tracking_uri}): "
+            "run this where the search ran, or pass its --tracking-uri"
+        )
 
-    def __init__(self, tracking_uri: str = DEFAULT_TRACKING_URI):
+
+@functools.cache
+def context_tags() -> dict[str, str]:
+    """What MLflow's fluent API tags every run with (user, source name and type, notebook or
+    job context), with the git state of the harness package itself rather than of the script
+    that started Python, plus the harness version. The same for the whole process."""
+    tags = resolve_tags(ignore=[GitRunContext])
+    tags.update(_git_tags(Path(harness.__file__).parent))
+    tags[Tag.VERSION] = harness.__version__
+    return tags
+
+
+def _git_tags(folder: Path) -> dict[str, str]:
+    """mlflow.source.git.* of the checkout `folder` is in; none outside a git checkout."""
+    commit = get_git_commit(str(folder))
+    if commit is None:
+        return {}
+    tags = {
+        MLFLOW_GIT_COMMIT: commit,
+        MLFLOW_GIT_BRANCH: get_git_branch(str(folder)),
+        MLFLOW_GIT_REPO_URL: get_git_repo_url(str(folder)),  # credentials stripped
+    }
+    try:
+        import git  # GitPython, which MLflow's git helpers use too
+
+        dirty = git.Repo(folder, search_parent_directories=True).is_dirty()
+        tags[MLFLOW_GIT_DIRTY] = str(dirty).lower()
+    except Exception:  # no git executable, odd checkout: the commit alone will do
+        pass
+    return {k: v for k, v in tags.items() if v is not None}
+
+
+def dataset_inputs(splits) -> list[DatasetInput]:
+    """Each split of a `data.Splits` as an MLflow dataset: images as features, masks as targets,
+    the dataset fingerprint as the digest, the split as the input's context."""
+    kind, _, location = splits.spec.partition(":")
+    if Path(location).is_absolute():
+        with warnings.catch_warnings():
+            # MLflow registers its local-file source twice and warns that both match
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source(location)
+    else:  # generated data: the spec says how to make it again
+        source = CodeDatasetSource({Param.DATASET: splits.spec})
+    inputs = []
+    for split, context in DATASET_CONTEXTS.items():
+        data = getattr(splits, split)
+        dataset = mlflow.data.from_numpy(
+            data.images,
+            source=source,
+            targets=data.masks,
+            # name and digest identify a dataset in an experiment: the splits need their own names
+            name=f"{splits.spec} {split}",
+            digest=splits.fingerprint,
+        )
+        inputs.append(
+            DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)])
+        )
+    return inputs
+
+
+class Tracker:
+    """A tracking store and the few operations the harness needs from it.
+
+    `create=False` is for commands that only read runs or models (report, promote, predict,
+    transfer): a local SQLite store that is not there is then an error, not a new empty store.
+    """
+
+    def __init__(self, tracking_uri: str = DEFAULT_TRACKING_URI, create: bool = True):
         check_reachable(tracking_uri)
         self.tracking_uri = tracking_uri
+        if not create:
+            require_store(tracking_uri)
+            self.client = MlflowClient(tracking_uri)
+            return
         with creation_lock(tracking_uri):
             self.client = MlflowClient(tracking_uri)
             self.client.search_experiments(max_results=1)  # creates a fresh store's schema
@@ -206,7 +332,7 @@ class Tracker:
         tags: Mapping[str, str] | None = None,
         parent_run_id: str | None = None,
     ) -> str:
-        tags = {MLFLOW_RUN_NAME: name, **(tags or {})}
+        tags = {**context_tags(), MLFLOW_RUN_NAME: name, **(tags or {})}
         if parent_run_id:
             tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
         run = self.client.create_run(experiment_id, tags=tags, run_name=name)
@@ -238,6 +364,39 @@ class Tracker:
                 writer.writeheader()
                 writer.writerows(rows)
             self.client.log_artifact(run_id, str(path))
+
+    def log_dataset_inputs(self, run_id: str, splits) -> None:
+        """The run's train, validation and test data as MLflow dataset inputs (the UI's
+        Dataset column and filters); logging them again is a no-op."""
+        self.client.log_inputs(run_id, datasets=dataset_inputs(splits))
+
+    def mark_pruned(self, run_id: str, best, epochs_run: int) -> None:
+        """A pruned trial's run: what it reached (`best` is its best `EpochResult` so far) and
+        a name that tells it apart from complete trials in the runs list."""
+        self.log(run_id, reached_metrics(best, epochs_run))
+        name = self.client.get_run(run_id).info.run_name
+        self.client.update_run(run_id, name=name + PRUNED_NAME_SUFFIX)
+
+    def adopt_project_run(self, run_id: str) -> None:
+        """Under `mlflow run`, hang the project's own run under `run_id`, so that one
+        invocation leaves one run tree.
+
+        `mlflow run` creates a run before it starts the command, logs the entry point's
+        parameters on it and hands it over in MLFLOW_RUN_ID. The harness records into its own
+        runs (a study's parent run lives across many invocations), so that run becomes a child,
+        tagged with the `project` role. MLflow shows it nested when it is in the same
+        experiment (`mlflow run --experiment-name`); a run in another store is left alone.
+        """
+        project_run_id = MLFLOW_RUN_ID.get()
+        if not project_run_id or project_run_id == run_id:
+            return
+        try:
+            project_run = self.client.get_run(project_run_id)
+        except MlflowException:
+            return  # recorded in another tracking store
+        if MLFLOW_PROJECT_ENTRY_POINT not in project_run.data.tags:
+            return  # not a project run: someone else's MLFLOW_RUN_ID
+        self.log(project_run_id, tags={MLFLOW_PARENT_RUN_ID: run_id, Tag.ROLE: Role.PROJECT})
 
     def log_figure(self, run_id: str, figure, name: str) -> None:
         self.client.log_figure(run_id, figure, f"{FIGURES_DIR}/{name}")

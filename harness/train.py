@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     experiment_id = tracker.experiment_id(args.experiment)
     name = args.run_name or f"unet-d{config.depth}-lr{config.lr:g}-bs{config.batch_size}"
     run_id = tracker.start_run(experiment_id, name, tags={Tag.ROLE: "train"})
+    tracker.adopt_project_run(run_id)
     print(f"run {run_id} in experiment {args.experiment!r} ({args.tracking_uri})")
     print(
         f"data {splits.spec}: {len(splits.train)} train, {len(splits.val)} val, {len(splits.test)} test at {splits.image_size}px"

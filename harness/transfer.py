@@ -126,7 +126,7 @@ class TransferResult:
 def run_transfer(options: TransferOptions) -> TransferResult:
     parts = parse_features(options.features)
     device = resolve_device(options.device)
-    tracker = Tracker(options.tracking_uri)
+    tracker = Tracker(options.tracking_uri, create=False)
     source = resolve_source(tracker, options.model, options.run_id)
     data = options.data or source.params.get(Param.DATASET)
     image_size = options.image_size or int(source.params.get(Param.IMAGE_SIZE, 0)) or None
@@ -149,6 +149,7 @@ def run_transfer(options: TransferOptions) -> TransferResult:
         for name in sets
     }
     run_id = log_transfer(tracker, options, source, splits.spec, image_size, sets, c, scores)
+    tracker.log_dataset_inputs(run_id, splits)
     return TransferResult(run_id, source, c, scores)
 
 

@@ -4,6 +4,39 @@ import numpy as np
 
 from harness.data import SegmentationSet, Splits
 
+# A search space small enough for tests that run a real study: both depths, a log-scaled
+# learning rate, a float and the median pruner from the first epoch.
+TINY_SEARCH_SPACE = """
+[study]
+max_epochs = 3
+image_size = 32
+sampler_startup_trials = 2
+pruner = "median"
+pruner_startup_trials = 2
+pruner_warmup_epochs = 0
+
+[params.depth]
+type = "int"
+low = 2
+high = 3
+
+[params.lr]
+type = "float"
+low = 5e-3
+high = 5e-2
+log = true
+
+[params.aug_p]
+type = "float"
+low = 0.0
+high = 0.3
+
+[fixed]
+base_channels = 4
+batch_size = 8
+patience = 2
+"""
+
 
 def toy_set(n: int, size: int = 32, seed: int = 0) -> SegmentationSet:
     rng = np.random.default_rng(seed)

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from mlflow.projects._project_spec import load_project
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from harness import promote, search, train
 from harness.tracking import Tag
@@ -150,17 +151,16 @@ def test_the_train_and_promote_commands(tmp_path):
     assert args.storage == f"sqlite:///{tmp_path}/optuna.db"
 
 
-def test_mlflow_run_search_records_the_study_where_it_is_told(tmp_path, tracking_uri):
-    """`mlflow run` records its own run in MLFLOW_TRACKING_URI and exports MLFLOW_RUN_ID; the
-    search still records into the tracking_uri given, and leaves no run RUNNING anywhere."""
+def mlflow_run_search(tmp_path, study: str, tracking_uri: str, project_store: str, *extra):
+    """`mlflow run mlproject -e search` (two tiny trials) recording its own run into
+    `project_store`; returns its output after checking that it succeeded."""
     space = tmp_path / "tiny.toml"
     space.write_text(TINY_SPACE)
-    project_store = f"sqlite:///{tmp_path / 'project.db'}"
-    params = {"trials": 2, "space": space, "data": "synthetic:48", "study": "mlproject",
+    params = {"trials": 2, "space": space, "data": "synthetic:48", "study": study,
               "storage": f"sqlite:///{tmp_path / 'optuna.db'}", "tracking_uri": tracking_uri,
               "promote": "false", "progress": "false"}  # fmt: skip
     command = [sys.executable, "-m", "mlflow", "run", str(PROJECT), "-e", "search",
-               "--env-manager", "local", "--experiment-name", "harness-project"]  # fmt: skip
+               "--env-manager", "local", *extra]  # fmt: skip
     for key, value in params.items():
         command += ["-P", f"{key}={value}"]
     env = worker_env()
@@ -173,6 +173,16 @@ def test_mlflow_run_search_records_the_study_where_it_is_told(tmp_path, tracking
     finally:
         stop_group(process)
     assert process.returncode == 0, output
+    return output
+
+
+def test_mlflow_run_search_records_the_study_where_it_is_told(tmp_path, tracking_uri):
+    """`mlflow run` records its own run in MLFLOW_TRACKING_URI and exports MLFLOW_RUN_ID; the
+    search still records into the tracking_uri given, and leaves no run RUNNING anywhere."""
+    project_store = f"sqlite:///{tmp_path / 'project.db'}"
+    mlflow_run_search(
+        tmp_path, "mlproject", tracking_uri, project_store, "--experiment-name", "harness-project"
+    )
 
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("mlproject")
@@ -190,3 +200,33 @@ def test_mlflow_run_search_records_the_study_where_it_is_told(tmp_path, tracking
     assert run.info.status == "FINISHED"
     assert run.data.tags["mlflow.project.entryPoint"] == "search"
     assert run.data.params["trials"] == "2"
+
+
+def test_mlflow_run_leaves_one_run_tree(tmp_path):
+    """Into one store, as the README runs it (the experiment named after the study): the
+    project's own run hangs under the study's parent run, beside the trials."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow_run_search(tmp_path, "tree", "", store, "--experiment-name", "tree")
+
+    client = MlflowClient(store)
+    (experiment,) = [e for e in client.search_experiments() if e.name != "Default"]
+    runs = client.search_runs([experiment.experiment_id])
+    roles = sorted(r.data.tags[Tag.ROLE] for r in runs)
+    assert roles == ["project", "study", "trial", "trial"]
+    (root,) = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
+    assert root.data.tags[Tag.ROLE] == "study"
+    assert {r.data.tags[MLFLOW_PARENT_RUN_ID] for r in runs if r is not root} == {root.info.run_id}
+    assert all(r.info.status == "FINISHED" for r in runs)
+    # the runs the command made name the module that made them and the code's commit
+    for run in runs:
+        if run.data.tags[Tag.ROLE] == "project":
+            assert run.data.tags["mlflow.source.type"] == "PROJECT"
+            continue
+        assert run.data.tags["mlflow.source.name"].endswith("harness/search.py")
+        assert run.data.tags["mlflow.source.type"] == "LOCAL"
+        assert run.data.tags["mlflow.user"]
+        commit = subprocess.run(["git", "-C", str(PROJECT), "rev-parse", "HEAD"],
+                                capture_output=True, text=True)  # fmt: skip
+        assert run.data.tags.get("mlflow.source.git.commit") == (
+            commit.stdout.strip() if commit.returncode == 0 else None
+        )

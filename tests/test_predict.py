@@ -1,6 +1,13 @@
 """`python -m harness.predict` on image files, against a real promoted model."""
 
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.request
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,11 +16,16 @@ from PIL import Image
 
 from harness import predict
 from harness.cli import run_main
+from harness.finetune import load_unet
+from harness.models import UNet
 from harness.registry import promote_run
 from harness.runs import log_evaluation, train_tracked
 from harness.tracking import Tag, Tracker
 from harness.trainer import TrainConfig
 from tests.helpers import toy_splits
+from tests.servers import HOST, _wait_for, free_port, stop_group
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 TINY = TrainConfig(depth=2, base_channels=4, batch_size=16, patience=1, aug_p=0.0, max_epochs=2)
 
@@ -145,3 +157,85 @@ def test_bad_arguments_exit_2_with_one_line(
 
     assert code == 2
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def readme_serve_command() -> str:
+    (line,) = [line for line in README.read_text().splitlines() if " models serve " in line]
+    return line
+
+
+def test_the_readme_s_serving_command_serves_the_champion(model_uri, tracking_uri, tmp_path):
+    """The README's `mlflow models serve` line, as written but for the store, the model and
+    the port, run with the venv off the PATH (MLflow starts `uvicorn` by its name)."""
+    venv_bin = Path(sys.executable).parent
+    port = free_port()
+    command = (
+        readme_serve_command()
+        .replace("$PWD/.venv/bin", str(venv_bin))
+        .replace(".venv/bin/", f"{venv_bin}/")
+        .replace("sqlite:///mlflow.db", tracking_uri)
+        .replace("models:/harness-unet@champion", model_uri)
+        .replace("--port 5001", f"--port {port}")
+    )
+    assert f"--host {HOST}" in command
+    env = {k: v for k, v in os.environ.items() if k not in ("PATH", "VIRTUAL_ENV")}
+    env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen(["bash", "-c", command], cwd=tmp_path, env=env, stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    url = f"http://{HOST}:{port}"
+    try:
+        _wait_for(lambda: _answers(f"{url}/ping"), server, "mlflow models serve", log, 180)
+        images = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+        request = urllib.request.Request(
+            f"{url}/invocations",
+            data=json.dumps({"inputs": images.tolist()}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            served = np.array(json.load(response)["predictions"], dtype=np.float32)
+    finally:
+        stop_group(server)
+    expected = predict.load_served_model(model_uri, tracking_uri).model.predict(images)
+    assert served.shape == (2, 1, 32, 32)
+    np.testing.assert_allclose(served, expected, atol=1e-6)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def test_the_readme_s_one_liner_returns_the_champion_as_a_unet_to_fine_tune(
+    model_uri, tracking_uri
+):
+    (line,) = re.findall(r"^unet = load_unet\(.*\)$", README.read_text(), re.MULTILINE)
+    assert "models:/harness-unet@champion" in line
+    unet = load_unet(model_uri, tracking_uri=tracking_uri)
+    assert isinstance(unet, UNet) and unet.training
+
+    images = np.random.default_rng(1).random((2, 3, 32, 32), dtype=np.float32)
+    with torch.no_grad():
+        mine = torch.sigmoid(unet.eval()(torch.from_numpy(images))).numpy()
+    served = predict.load_served_model(model_uri, tracking_uri).model.predict(images)
+    np.testing.assert_allclose(mine, served, atol=1e-5)  # the champion's weights
+
+    unet.train()
+    before = [p.detach().clone() for p in unet.parameters()]
+    optimizer = torch.optim.SGD(unet.parameters(), lr=0.1)
+    unet(torch.from_numpy(images)).mean().backward()
+    optimizer.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, unet.parameters()))
+
+
+def test_a_missing_model_names_the_store_it_looked_in(tracking_uri, capsys, tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    code = run_main(predict.main, ["--model", "models:/no-such-model@champion", "--out",
+                                   "m", str(tmp_path / "a.png"), "--tracking-uri", tracking_uri])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert f"cannot load model models:/no-such-model@champion from {tracking_uri}" in err

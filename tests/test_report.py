@@ -4,6 +4,7 @@ import html
 import json
 import re
 import shutil
+import statistics
 import subprocess
 from html.parser import HTMLParser
 
@@ -13,42 +14,14 @@ import pytest
 from harness import report
 from harness.cli import run_main
 from harness.objective import RUN_ID_ATTR
+from harness.report_final import TITLE
 from harness.search import SearchOptions, run_search
-
-TINY_SPACE = """
-[study]
-max_epochs = 3
-image_size = 32
-sampler_startup_trials = 2
-pruner = "median"
-pruner_startup_trials = 2
-pruner_warmup_epochs = 0
-
-[params.depth]
-type = "int"
-low = 2
-high = 3
-
-[params.lr]
-type = "float"
-low = 5e-3
-high = 5e-2
-log = true
-
-[params.aug_p]
-type = "float"
-low = 0.0
-high = 0.3
-
-[fixed]
-base_channels = 4
-batch_size = 8
-patience = 2
-"""
+from tests.helpers import TINY_SEARCH_SPACE
 
 SECTIONS = (
     "Study",
     "UNet depths compared",
+    TITLE,
     "Learning curves",
     "Searched parameters",
     "Compute saved by pruning and early stopping",
@@ -70,7 +43,7 @@ def study(tmp_path_factory, tracking_uri):
     """Four trials over depth 2..3 (each depth enqueued once, so that both are there)."""
     folder = tmp_path_factory.mktemp("report-study")
     space = folder / "tiny.toml"
-    space.write_text(TINY_SPACE)
+    space.write_text(TINY_SEARCH_SPACE)
     storage = f"sqlite:///{folder / 'optuna.db'}"
     enqueued = optuna.create_study(study_name="report", storage=storage, direction="maximize")
     for depth in (2, 3):  # unprunable startup trials: both depths complete
@@ -83,8 +56,8 @@ def study(tmp_path_factory, tracking_uri):
         tracking_uri=tracking_uri,
         trials=4,
         promote=False,
-        confirm=False,
-        refit=False,
+        confirm_top=2,
+        confirm_seeds=1,
         progress_bar=False,
         cache_dir=str(folder / "cache"),  # module scope: the per-test cache dir is not set yet
     )
@@ -130,7 +103,23 @@ def test_the_report_has_every_section_and_figure(written, client):
     for depth in depths:
         row = re.search(rf"<tr><td>UNet depth {depth}[^<]*</td>(.*?)</tr>", page).group(1)
         numbers = re.findall(r"<td>([0-9.]+)</td>", row)
-        assert len(numbers) >= 1 + 6 + 2  # trial, 3 splits x (accuracy, IoU), times
+        assert len(numbers) == 1 + 6 + 2  # trial, 3 splits x (accuracy, IoU), times
+        run_id = result.study.trials[int(numbers[0])].user_attrs[RUN_ID_ATTR]
+        epoch_times = [m.value for m in client.get_metric_history(run_id, "epoch_time_s")]
+        assert numbers[7] == f"{statistics.median(epoch_times):.2f}"
+
+    # one importance method, named, with the few-trials warning; medians, not means, of epochs
+    assert "PED-ANOVA" in page and "mostly noise" in page
+    assert "<th>median s / epoch</th>" in page
+    assert "pruned trial (x)" in page
+
+    # confirmation and refit: each confirmed configuration by seed, the winner, the refit
+    final = page.split(f"<h2>{TITLE}</h2>")[1].split("<h2>")[0]
+    winner = result.final.winner.trial.number
+    assert f"<td>{winner} (winner)</td><td>2</td>" in final
+    assert f"Winner: trial {winner}'s configuration" in final
+    assert f"test mean IoU {result.final.refit.test_iou:.4f}. This is the registered model" in final
+    assert "Epochs trained by the whole pipeline: search" in final
 
     logged = {a.path for a in client.list_artifacts(result.parent_run_id, "report")}
     assert {"report/report.html", "report/report.md", "report/figures"} <= logged

@@ -106,7 +106,7 @@ def test_three_trial_study_records_every_trial_in_mlflow(space_file, tracking_ur
     parent = client.get_run(result.parent_run_id)
     assert parent.data.tags[Tag.ROLE] == "study"
     assert parent.data.tags["best.trial_number"] == str(result.best_trial.number)
-    assert parent.data.metrics["best_val_iou"] == pytest.approx(result.best_trial.value)
+    assert parent.data.metrics["study_best_val_iou"] == pytest.approx(result.best_trial.value)
     for split in ("test", "final_train", "final_val"):
         assert 0 <= parent.data.metrics[f"{split}_iou"] <= 1
     best_run = client.get_run(result.best_trial.user_attrs[RUN_ID_ATTR])

@@ -60,6 +60,9 @@ def test_transfer_run_logs_per_class_accuracy_and_confusion_matrix(
     assert ("test_accuracy_dog" in metrics) == (dogs > 0)
     assert run.data.params["dataset"] == DATA and run.data.params["image_size"] == str(IMAGE_SIZE)
     assert run.data.params["features"] == transfer.DEFAULT_FEATURES
+    inputs = run.inputs.dataset_inputs  # the splits it fitted and scored on
+    assert sorted(i.tags[0].value for i in inputs) == ["test", "train", "validation"]
+    assert {i.dataset.digest for i in inputs} == {splits.fingerprint}
 
     tags = run.data.tags
     assert tags["harness.model_name"] == name
