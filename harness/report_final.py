@@ -64,7 +64,7 @@ def final_section(tracker: Tracker, parent_run_id: str, metric: str) -> Section 
     winner_sd = metrics.get(Metric.WINNER_TEST_IOU_SD, math.nan)
     spread = f" ± {winner_sd:.4f}" if math.isfinite(winner_sd) else ""
     text.append(
-        f"Winner: trial {int(metrics[Metric.WINNER_TRIAL])}'s configuration, test mean IoU "
+        f"Winner: the configuration of trial {int(metrics[Metric.WINNER_TRIAL])}, test mean IoU "
         f"{metrics[Metric.WINNER_TEST_IOU_MEAN]:.4f}{spread} over its runs."
     )
     if refit:

@@ -117,7 +117,7 @@ def test_the_report_has_every_section_and_figure(written, client):
     final = page.split(f"<h2>{TITLE}</h2>")[1].split("<h2>")[0]
     winner = result.final.winner.trial.number
     assert f"<td>{winner} (winner)</td><td>2</td>" in final
-    assert f"Winner: trial {winner}'s configuration" in final
+    assert f"Winner: the configuration of trial {winner}," in final
     assert f"test mean IoU {result.final.refit.test_iou:.4f}. This is the registered model" in final
     assert "Epochs trained by the whole pipeline: search" in final
 
