@@ -20,7 +20,8 @@ PROJECT = Path(__file__).resolve().parent.parent / "mlproject"
 ENTRY_POINTS = {"search": search, "train": train, "promote": promote}
 # boolean parameters and the flag each stands for: (flag, the parameter's value that sets it)
 BOOLEANS = {"promote": ("--no-promote", "false"), "progress": ("--no-progress", "false"),
-            "force": ("--force", "true"), "compile": ("--compile", "true")}  # fmt: skip
+            "force": ("--force", "true"), "compile": ("--compile", "true"),
+            "confirm": ("--no-confirm", "false"), "refit": ("--no-refit", "false")}  # fmt: skip
 # empty in the project: derived from the store `mlflow run` records into (see MLproject)
 DERIVED = {"tracking_uri", "storage"}
 
@@ -158,7 +159,8 @@ def mlflow_run_search(tmp_path, study: str, tracking_uri: str, project_store: st
     space.write_text(TINY_SPACE)
     params = {"trials": 2, "space": space, "data": "synthetic:48", "study": study,
               "storage": f"sqlite:///{tmp_path / 'optuna.db'}", "tracking_uri": tracking_uri,
-              "promote": "false", "progress": "false"}  # fmt: skip
+              "promote": "false", "progress": "false", "confirm": "false",
+              "refit": "false"}  # fmt: skip
     command = [sys.executable, "-m", "mlflow", "run", str(PROJECT), "-e", "search",
                "--env-manager", "local", *extra]  # fmt: skip
     for key, value in params.items():
