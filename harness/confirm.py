@@ -8,9 +8,10 @@ mean validation metric over its 1 + N runs. The winner is then refit on train + 
 the median of its runs' best epochs and scored on test: that model is the one registered.
 
 The runs are jobs of a companion Optuna study, `<study>.final`, in the same storage: each job
-is a waiting trial whose user attributes say what it trains. Optuna hands a waiting trial to
-one worker only, heartbeats fail the job of a killed worker and retry it, and a re-run of the
-command enqueues what is missing from what is recorded. So with several workers no run is
+is a waiting trial whose user attributes say what it trains. A worker takes a waiting trial
+under the storage's lock (so each goes to one worker), heartbeats fail the job of a killed
+worker and retry it, and a re-run of the command enqueues what is missing from what is
+recorded. So with several workers no run is
 trained twice, and a stage cut short by a crash or Ctrl-C finishes when the command is re-run.
 The value of a job's trial is its validation metric (confirmation) or test mean IoU (refit).
 """
@@ -18,10 +19,15 @@ The value of a job's trial is its validation metric (confirmation) or test mean 
 import math
 import statistics
 import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import optuna
+from optuna.storages._heartbeat import BaseHeartbeat  # the pinned Optuna keeps it private
 from optuna.trial import FrozenTrial, TrialState
 from tqdm import tqdm
 
@@ -255,6 +261,29 @@ class JobRunner:
         self.tracker.end_run(run_id, status)
 
 
+@contextmanager
+def heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> Iterator[None]:
+    """Record the trial's heartbeat while it runs, as `Study.optimize` does for its trials, so
+    that a killed worker's job is failed and retried."""
+    if not isinstance(storage, BaseHeartbeat) or storage.get_heartbeat_interval() is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(storage.get_heartbeat_interval()):
+            storage.record_heartbeat(trial_id)
+
+    storage.record_heartbeat(trial_id)
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 class FinalStage:
     """The jobs after the trials, shared by every worker through the final study.
 
@@ -273,7 +302,8 @@ class FinalStage:
         runner: JobRunner,
         n_jobs: int = 1,
     ):
-        self.study, self.storage_url, self.settings = study, storage_url, settings
+        self.study, self.storage, self.storage_url = study, storage, storage_url
+        self.settings = settings
         self.seed, self.max_epochs, self.runner, self.n_jobs = seed, max_epochs, runner, n_jobs
         self.maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
         with creation_lock(storage_url):
@@ -343,18 +373,40 @@ class FinalStage:
     # --- the protocol ----------------------------------------------------------------------
 
     def work(self) -> None:
-        while True:
-            with creation_lock(self.storage_url):
-                optuna.storages.fail_stale_trials(self.final)  # jobs of killed workers
-                for job in self.planned():
-                    if self._state(job) == "missing":
-                        self.final.enqueue_trial({}, user_attrs=job.attrs())
-            waiting = len(self.final.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-            if not waiting:
-                return  # all done, or the last jobs run in other workers
-            self.final.optimize(
-                self.runner, n_trials=waiting, n_jobs=self.n_jobs, catch=(Exception,)
-            )
+        """Enqueue what is missing and train waiting jobs until none is left (in `n_jobs`
+        threads); returns when all are done or the last ones run in other workers."""
+        if self.n_jobs == 1:
+            self._work()
+            return
+        with ThreadPoolExecutor(self.n_jobs) as pool:
+            for future in [pool.submit(self._work) for _ in range(self.n_jobs)]:
+                future.result()
+
+    def _work(self) -> None:
+        while (trial := self._claim()) is not None:
+            with heartbeat(self.storage, trial._trial_id):
+                try:
+                    value = self.runner(trial)
+                except KeyboardInterrupt:
+                    self.final.tell(trial, state=TrialState.FAIL)
+                    raise
+                except Exception:  # recorded by the runner; the other jobs go on
+                    self.final.tell(trial, state=TrialState.FAIL)
+                    continue
+            self.final.tell(trial, value)
+
+    def _claim(self) -> optuna.Trial | None:
+        """The next waiting job, taken under the storage's lock: Optuna's own hand-out of a
+        waiting trial can give one trial to two threads or processes (SQLite's reads do not
+        lock), and a job must be trained once."""
+        with creation_lock(self.storage_url):
+            optuna.storages.fail_stale_trials(self.final)  # jobs of killed workers
+            for job in self.planned():
+                if self._state(job) == "missing":
+                    self.final.enqueue_trial({}, user_attrs=job.attrs())
+            if not self.final.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                return None
+            return self.final.ask()  # pops the oldest waiting trial
 
     def settled(self) -> bool:
         return self._done(self.planned())

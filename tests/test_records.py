@@ -40,7 +40,8 @@ from tests.helpers import TINY_SEARCH_SPACE, toy_splits
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory, tracking_uri):
-    """A real three-trial search; returns its result, storage URL and runs (parent first)."""
+    """A real three-trial search with its confirmation and refit; returns its result, storage URL
+    and runs (parent first, then the trials', confirmations' and refit's)."""
     folder = tmp_path_factory.mktemp("records")
     space = folder / "tiny.toml"
     space.write_text(TINY_SEARCH_SPACE)
@@ -53,14 +54,22 @@ def searched(tmp_path_factory, tracking_uri):
             storage=storage,
             tracking_uri=tracking_uri,
             trials=3,
+            confirm_top=2,
+            confirm_seeds=1,
             promote=False,
             progress_bar=False,
             cache_dir=str(folder / "cache"),
         )
     )
     tracker = Tracker(tracking_uri)
-    trial_runs = [tracker.client.get_run(t.user_attrs[RUN_ID_ATTR]) for t in result.study.trials]
-    return result, storage, [tracker.client.get_run(result.parent_run_id), *trial_runs]
+    children = tracker.client.search_runs(
+        [result.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'"
+    )
+    trial_runs = {
+        tracker.client.get_run(t.user_attrs[RUN_ID_ATTR]).info.run_id for t in result.study.trials
+    }
+    assert trial_runs < {r.info.run_id for r in children}  # and 3 confirmation and refit runs
+    return result, storage, [tracker.client.get_run(result.parent_run_id), *children]
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,7 @@ def write_space(folder, max_epochs: int = 2, patience: int = 2):
 def search_argv(space, study: str, storage: str, tracking_uri: str, trials: int, *extra: str):
     return ["--space", str(space), "--data", DATA, "--study", study, "--trials", str(trials),
             "--storage", storage, "--tracking-uri", tracking_uri,
-            "--no-promote", "--no-progress", *extra]  # fmt: skip
+            "--no-promote", "--no-progress", "--no-confirm", "--no-refit", *extra]  # fmt: skip
 
 
 def load_study(storage: str, name: str) -> optuna.Study:
@@ -188,7 +188,7 @@ def test_threads_of_one_worker_share_the_study(tmp_path, tracking_uri):
     try:
         options = SearchOptions(space=str(write_space(tmp_path)), data=DATA, study="threads",
                                 tracking_uri=tracking_uri, trials=3, n_jobs=2, promote=False,
-                                progress_bar=False)  # fmt: skip
+                                confirm=False, refit=False, progress_bar=False)  # fmt: skip
         run_search(options)
     finally:
         torch.set_num_threads(threads)  # --n-jobs shares the cores out for the whole process
