@@ -2,6 +2,7 @@
 
     nice -n 15 python bench/workers_stress.py [--repetitions 10] [--workers 2 4 8]
         [--wide 32] [--wide-repetitions 2] [--storages sqlite postgresql] [--epoch-s 0.5]
+        [--max-connections 200] [--seed 0] [--keep]
     python bench/workers_stress.py --smoke       # a minute or two, to check that it runs
 
 For every storage (the local default: SQLite files; many machines: a PostgreSQL server that
@@ -16,13 +17,18 @@ What the workers run is the real command (`run_main(harness.search.main, argv)`:
 locks, parent run, surplus check, heartbeats, stale-trial retries, tracking, summary and the
 best trial's evaluation) around a trainer that sleeps instead of training: each epoch sleeps
 `--epoch-s` and reports made-up scores that depend on the parameters (two epochs a trial), and
-the untrained UNet is logged as the checkpoint. Workers are forked from a server process that
-has imported the harness once (multiprocessing's forkserver), because importing torch and
-MLflow takes about 10 s of CPU per process here, which 8 or 32 workers cannot each afford on 2
-cores. Confirmation and refit are off (`--no-confirm --no-refit`): its jobs are another protocol. Each
-SQLite repetition copies an empty, migrated MLflow store instead of migrating one (the race on
-creating a store is in tests/test_workers.py); the Optuna database, SQLite or PostgreSQL, is
-created by the workers.
+the untrained UNet is logged as the checkpoint. Figures are blank and not logged, and the
+summary has no Optuna plots: rendering them is most of a trial's CPU on 2 cores and no part of
+the coordination. Confirmation and refit are off (`--no-confirm --no-refit`): their jobs are
+another protocol.
+
+Workers are forked from a server process that has imported the harness once
+(multiprocessing's forkserver): importing torch and MLflow costs about 10 s of CPU per
+process, which 8 or 32 workers cannot each afford on 2 cores. Each SQLite repetition copies an
+empty, migrated MLflow store instead of migrating one (the race on creating a store is in
+tests/test_workers.py); the Optuna database, SQLite or PostgreSQL, is created by the workers.
+The PostgreSQL server runs with `--max-connections` (200; its default of 100 is too few for
+32 workers, see docs/scaling.md).
 
 Printed per setting, summed over its repetitions unless said otherwise:
 - exactly N: repetitions that ended with exactly N finished (complete or pruned) trials;
@@ -301,7 +307,7 @@ class Bench:
         bin_dir = postgres_bin_dir()
         if bin_dir is None:
             raise SystemExit("PostgreSQL server binaries (initdb, postgres) not found")
-        self.postgres = start_postgres(bin_dir)
+        self.postgres = start_postgres(bin_dir, {"max_connections": self.args.max_connections})
         backend = self.postgres.create_database("mlflow")
         backend = backend.replace("postgresql://", "postgresql+psycopg2://")
         folder = self.root / "mlflow-server"
@@ -342,21 +348,13 @@ class Bench:
         crowd = [self.start(argv, folder, f"worker{i}") for i in range(workers)]
         victim, killed_at, notes = None, None, []
         if kill:
-            victim = self.rng.choice(crowd)
-            busy = folder / f"{BUSY_PREFIX}{victim.process.pid}"
-            deadline = time.monotonic() + WORKER_TIMEOUT_S
-            while not busy.exists() and victim.process.is_alive():
-                connections.sample([w.process.pid for w in crowd])
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.05)
-            if busy.exists():
+            victim = self.training_worker(crowd, folder, connections)
+            if victim is not None:
                 time.sleep(self.rng.uniform(0, self.args.epoch_s))  # somewhere in the trainer
                 os.kill(victim.process.pid, signal.SIGKILL)
                 killed_at = time.monotonic()
             else:
-                notes.append("victim never trained")
-                victim = None
+                notes.append("no worker trained")
         self.wait(crowd, connections)
         if victim is not None and not (folder / f"{BUSY_PREFIX}{victim.process.pid}").exists():
             notes.append("victim was not in its trainer when killed")
@@ -389,6 +387,17 @@ class Bench:
         if not self.args.keep:
             shutil.rmtree(folder, ignore_errors=True)
         return outcome
+
+    def training_worker(self, crowd: list[Worker], folder: Path, connections: Connections):
+        """A random one of the workers whose trainer runs, once one's does."""
+        deadline = time.monotonic() + WORKER_TIMEOUT_S
+        while time.monotonic() < deadline and any(w.process.is_alive() for w in crowd):
+            busy = [w for w in crowd if (folder / f"{BUSY_PREFIX}{w.process.pid}").exists()]
+            if busy:
+                return self.rng.choice(busy)
+            connections.sample([w.process.pid for w in crowd])
+            time.sleep(0.05)
+        return None
 
     def wait(self, crowd: list[Worker], connections: Connections) -> None:
         deadline = time.monotonic() + WORKER_TIMEOUT_S
@@ -446,6 +455,8 @@ def span(values: list[int]) -> str:
 
 
 def row(kind: str, workers: int, outcomes: list[Outcome]) -> str:
+    if not outcomes:
+        return f"| {kind} | {workers} | no repetitions |"
     conns = [o.conns_per_worker for o in outcomes if o.conns_per_worker is not None]
     totals = [o.conns_total for o in outcomes if o.conns_total is not None]
     cells = [
@@ -486,6 +497,13 @@ def main() -> None:
     parser.add_argument("--wide-repetitions", type=int, default=2)
     parser.add_argument("--epoch-s", type=float, default=0.5, help="sleep per epoch (2 a trial)")
     parser.add_argument("--seed", type=int, default=0, help="picks the workers to kill")
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=200,
+        help="the PostgreSQL server's (its default, 100, is too few for 32 workers: see "
+        "docs/scaling.md)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the stores and logs")
     parser.add_argument("--smoke", action="store_true", help="tiny settings: checks it runs")
     args = parser.parse_args()
@@ -494,7 +512,8 @@ def main() -> None:
     quiet_libraries()
     print(f"workers stress: trials of 2 x {args.epoch_s} s sleeping epochs, heartbeat "
           f"{HEARTBEAT_S} s, --trials {TRIALS_PER_WORKER} x workers, SIGKILL in every second repetition")  # fmt: skip
-    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f} at start")
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f} at start; PostgreSQL "
+          f"max_connections {args.max_connections}")  # fmt: skip
     started = time.perf_counter()
     root = Path(tempfile.mkdtemp(prefix="workers-stress-"))
     bench = Bench(args, root)
