@@ -33,22 +33,26 @@ def bare_epochs(
     dtype: torch.dtype | None = None,
     val_x: torch.Tensor | None = None,
     seed: int = 0,
+    device: torch.device | None = None,
 ) -> list[float]:
     """A plain eager training loop (Adam, BCE), plus a forward pass over `val_x` per epoch
     when given (the harness validates every epoch); returns seconds per epoch."""
+    device = device or torch.device("cpu")
     torch.manual_seed(seed)
-    model = UNet(depth, base_channels)
+    model = UNet(depth, base_channels).to(device)
+    x, y = x.to(device), y.to(device)
+    val_x = None if val_x is None else val_x.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.BCEWithLogitsLoss()
-    autocast = torch.autocast("cpu", dtype=dtype, enabled=dtype is not None)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
     times = []
     for _ in range(epochs):
         start = time.perf_counter()
         model.train()
-        for index in torch.randperm(len(x)).split(batch_size):
+        for index in torch.randperm(len(x), device=device).split(batch_size):
             optimizer.zero_grad()
             with autocast:
                 logits = model(x[index])
@@ -59,6 +63,8 @@ def bare_epochs(
             with torch.no_grad(), autocast:
                 for batch in val_x.split(64):
                     model(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the clock stops when the GPU has done the work
         times.append(time.perf_counter() - start)
     return times
 

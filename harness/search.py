@@ -217,6 +217,8 @@ def run_search(options: SearchOptions) -> SearchResult:
         with creation_lock(options.storage):
             # else the worker of the last running trial or job does
             if not trials_running(study) and (final is None or final.settled()):
+                # read again: trials of other workers may have ended since this one's did
+                best = best_trial(study)
                 mark = summary_mark(study, best, options.final if final else None)
                 last_worker = not summed_up(tracker, parent_run_id, mark)
                 if last_worker:

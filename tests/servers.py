@@ -97,7 +97,8 @@ class PostgresServer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start_postgres(bin_dir: Path) -> PostgresServer:
+def start_postgres(bin_dir: Path, settings: dict[str, object] | None = None) -> PostgresServer:
+    """A throwaway server; `settings` are more `-c name=value` (e.g. max_connections)."""
     # not under pytest's tmp_path: its parents are 0700 root, closed to the postgres account
     folder = Path(tempfile.mkdtemp(prefix="harness-pg-"))
     run_as = _as_server_user()
@@ -120,7 +121,8 @@ def start_postgres(bin_dir: Path) -> PostgresServer:
         process = subprocess.Popen(
             [bin_dir / "postgres", "-D", data, "-p", str(port), "-c", f"listen_addresses={HOST}",
              "-c", "unix_socket_directories=", "-c", "fsync=off", "-c", "full_page_writes=off",
-             "-c", "synchronous_commit=off"],
+             "-c", "synchronous_commit=off",
+             *(f"-c{name}={value}" for name, value in (settings or {}).items())],
             stdout=log_file, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True,
             **run_as,
         )  # fmt: skip

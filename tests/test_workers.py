@@ -14,13 +14,22 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from harness import search
 from harness.cli import run_main
+from harness.data import load_splits
 from harness.locks import creation_lock, with_installed_driver
-from harness.objective import FAIL_REASON_ATTR, RUN_ID_ATTR
-from harness.search import SearchOptions, main, run_search
+from harness.objective import FAIL_REASON_ATTR, FINISHED, RUN_ID_ATTR
+from harness.runs import train_tracked
+from harness.search import (
+    EVALUATED_TRIAL_TAG,
+    SUMMED_UP_TAG,
+    SearchOptions,
+    main,
+    run_search,
+)
 from harness.spaces import load_space
-from harness.studies import FINISHED_STATES, GRACE_HEARTBEATS, make_sampler
-from harness.tracking import CHECKPOINT_DIR, Tag
+from harness.studies import FINISHED_STATES, GRACE_HEARTBEATS, make_sampler, make_storage
+from harness.tracking import CHECKPOINT_DIR, Tag, Tracker
 from tests.servers import (
     free_port,
     postgres_bin_dir,
@@ -373,3 +382,45 @@ def test_ctrl_c_stops_the_search_cleanly(tmp_path):
     killed = [r for r in runs if r.info.status == "KILLED"]
     assert len(killed) == 1 and len(runs) == len(trials)
     assert killed[0].data.tags[Tag.FAIL_REASON] == "interrupted"
+
+
+def test_the_summary_is_of_the_best_trial_when_it_ends_while_this_worker_waits(
+    tmp_path, monkeypatch
+):
+    """Another worker's better trial was still running when this worker's last trial ended,
+    and completes before this worker takes the lock to sum up: the summary, the evaluation
+    and the mark are of that trial, not of the best this worker saw when it stopped."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space_path = write_space(tmp_path)
+    space = load_space(str(space_path))
+    # the other worker's trial: running, its run trained and checkpointed, not yet told
+    rdb = make_storage(storage)
+    other = optuna.create_study(study_name="late", storage=rdb, direction="maximize").ask()
+    config = space.suggest(other, seed=0, max_epochs=1)
+    tracker = Tracker(tracking_uri)
+    run_id = tracker.start_run(
+        tracker.experiment_id("late"), "trial-000", tags={Tag.ROLE: "trial", Tag.STUDY: "late"}
+    )
+    train_tracked(tracker, run_id, config, load_splits(DATA, 32), torch.device("cpu"))
+    other.set_user_attr(RUN_ID_ATTR, run_id)
+    lock, calls = search.creation_lock, []
+
+    def other_worker_finishes_first(url, *args, **kwargs):
+        calls.append(url)
+        if len(calls) == 2:  # this worker's trials are done; it is about to sum up
+            tracker.end_run(run_id, FINISHED)
+            other.study.tell(other, 1.0)
+        return lock(url, *args, **kwargs)
+
+    monkeypatch.setattr(search, "creation_lock", other_worker_finishes_first)
+    argv = search_argv(space_path, "late", storage, tracking_uri, 2, "--no-confirm", "--no-refit")
+    assert run_main(main, argv) == 0
+
+    trials = load_study(storage, "late").trials
+    assert [t.state for t in trials[:2]] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    parents, _ = study_runs(MlflowClient(tracking_uri), "late")
+    tags = parents[0].data.tags
+    assert tags["best.trial_number"] == "0"
+    assert tags[EVALUATED_TRIAL_TAG] == "0"
+    assert tags[SUMMED_UP_TAG] == "2 finished, best 0"
