@@ -165,7 +165,7 @@ def test_a_stage_interrupted_half_way_finishes_on_rerun_without_repeating_runs(
 
 def test_threads_share_the_jobs_and_train_none_twice(space_file, tracking_uri, client, capsys):
     result = run_search(
-        options(space_file, tracking_uri, "threads", n_jobs=2, confirm_seeds=2, trials=4)
+        options(space_file, tracking_uri, "confirm-threads", n_jobs=2, confirm_seeds=2, trials=4)
     )
     capsys.readouterr()
     confirmations = runs_by_role(client, result, Role.CONFIRM)
@@ -174,7 +174,7 @@ def test_threads_share_the_jobs_and_train_none_twice(space_file, tracking_uri, c
     assert len(set(keys)) == 4
     assert len(runs_by_role(client, result, Role.REFIT)) == 1
     final = optuna.load_study(
-        study_name="threads" + FINAL_STUDY_SUFFIX, storage=result.study._storage
+        study_name="confirm-threads" + FINAL_STUDY_SUFFIX, storage=result.study._storage
     )
     assert sum(t.state.name == "COMPLETE" for t in final.trials) == 5
 
