@@ -44,7 +44,6 @@ from harness.objective import (
     FINISHED,
     KILLED,
     RUN_ID_ATTR,
-    SurplusTrialError,
     trial_value,
 )
 from harness.runs import load_run_model, log_evaluation, train_tracked
@@ -206,11 +205,7 @@ class JobRunner:
     compile_model: bool = False
 
     def __call__(self, trial: optuna.Trial) -> float:
-        job = Job.of(trial)
-        if job is None:
-            trial.set_user_attr(FAIL_REASON_ATTR, "surplus: no job was waiting")
-            trial.study.stop()
-            raise SurplusTrialError("no job was waiting")
+        job = Job.of(trial)  # FinalStage._claim hands out waiting jobs only
         source = self.study.get_trials(deepcopy=False)[job.trial_number]
         config = self.space.config(source.params, seed=job.seed, max_epochs=job.epochs)
         refit = job.role == Role.REFIT
@@ -527,11 +522,13 @@ def result_rows(result: FinalResult) -> list[dict[str, object]]:
     ]
 
 
-def format_result(result: FinalResult, metric: str) -> str:
-    def figures(values: list[float]) -> str:
-        mean, sd = mean_sd(values)
-        return f"{mean:.4f} ± {sd:.4f}" if math.isfinite(sd) else f"{mean:.4f}"
+def figures(values: list[float]) -> str:
+    """`mean ± sd`, or the mean alone for a single value."""
+    mean, sd = mean_sd(values)
+    return f"{mean:.4f} ± {sd:.4f}" if math.isfinite(sd) else f"{mean:.4f}"
 
+
+def format_result(result: FinalResult, metric: str) -> str:
     lines = [
         f"confirmation: the {len(result.confirmed)} best trials' configurations, each run "
         f"{len(result.confirmed[0].runs)} times",

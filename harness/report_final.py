@@ -2,11 +2,10 @@
 
 import csv
 import math
-import statistics
 import tempfile
 from pathlib import Path
 
-from harness.confirm import CONFIRMATION_CSV
+from harness.confirm import CONFIRMATION_CSV, figures
 from harness.report_document import Section, Table
 from harness.tracking import Metric, Role, Tracker
 
@@ -22,12 +21,6 @@ def read_rows(tracker: Tracker, parent_run_id: str) -> list[dict[str, str]] | No
         path = tracker.client.download_artifacts(parent_run_id, CONFIRMATION_CSV, tmp)
         with open(Path(path), newline="") as file:
             return list(csv.DictReader(file))
-
-
-def figures(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.4f}"
-    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
 def final_section(tracker: Tracker, parent_run_id: str, metric: str) -> Section | None:
