@@ -185,7 +185,7 @@ def worker(argv: list[str], folder: str, log: str, epoch_s: float) -> None:
     # of the coordination: blank figures, not logged; no Optuna plots in the summary.
     harness.plots.learning_curves = harness.plots.prediction_grid = blank_figure
     harness.tracking.Tracker.log_figure = lambda *args, **kwargs: None
-    harness.study_summary.PLOTS.clear()
+    harness.study_summary.STUDY_FIGURES.clear()
     summarise = harness.search.log_study_summary
 
     def counted_summary(*args, **kwargs):
