@@ -28,8 +28,8 @@ from common import as_tensors, bare_epochs, steady
 
 from harness.cli import quiet_libraries
 from harness.data import load_splits
-from harness.search import SearchOptions, run_search
-from harness.studies import FINISHED_STATES
+from harness.search.run import SearchOptions, run_search
+from harness.search.studies import FINISHED_STATES
 from harness.trainer import TrainConfig, autocast_dtype, fit
 
 SIZES = (64, 256)

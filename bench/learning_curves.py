@@ -35,8 +35,8 @@ from search_efficiency import TOLERANCE  # --tolerance replays with another
 
 from harness.cli import quiet_libraries
 from harness.data import load_splits
-from harness.spaces import load_space
-from harness.studies import make_pruner, make_sampler
+from harness.search.spaces import load_space
+from harness.search.studies import make_pruner, make_sampler
 from harness.trainer import fit
 
 # pruner settings replayed: (name, pruner, warm-up epochs, what a trial reports each epoch:

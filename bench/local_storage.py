@@ -24,7 +24,7 @@ import optuna
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.cli import quiet_libraries  # noqa: E402
-from harness.studies import make_storage  # noqa: E402
+from harness.search.studies import make_storage  # noqa: E402
 
 STUDY = "contention"
 

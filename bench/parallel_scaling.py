@@ -30,7 +30,7 @@ from common import machine  # noqa: E402
 
 from harness.cli import quiet_libraries  # noqa: E402
 from harness.data import load_splits  # noqa: E402
-from harness.studies import FINISHED_STATES, make_storage  # noqa: E402
+from harness.search.studies import FINISHED_STATES, make_storage  # noqa: E402
 from harness.tracking import Tracker  # noqa: E402
 
 SPACE = """

@@ -25,8 +25,8 @@ from common import machine
 
 from harness.cli import quiet_libraries
 from harness.data import load_splits
-from harness.search import SearchOptions, run_search
-from harness.spaces import load_space
+from harness.search.run import SearchOptions, run_search
+from harness.search.spaces import load_space
 
 
 def one_study(

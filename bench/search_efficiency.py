@@ -45,9 +45,9 @@ from common import machine  # noqa: E402
 
 from harness.cli import quiet_libraries  # noqa: E402
 from harness.data import load_splits  # noqa: E402
-from harness.objective import Objective  # noqa: E402
-from harness.spaces import StudySettings, load_space  # noqa: E402
-from harness.studies import make_pruner, make_sampler  # noqa: E402
+from harness.search.objective import Objective  # noqa: E402
+from harness.search.spaces import StudySettings, load_space  # noqa: E402
+from harness.search.studies import make_pruner, make_sampler  # noqa: E402
 from harness.tracking import Tracker  # noqa: E402
 
 # overrides of the space file's [study] settings; the default overrides nothing

@@ -76,16 +76,16 @@ from common import machine  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-import harness.plots  # noqa: E402
+import harness.figures.training  # noqa: E402
 import harness.runs  # noqa: E402
 import harness.search  # noqa: E402
-import harness.study_summary  # noqa: E402
+import harness.search.summary  # noqa: E402
 import harness.tracking  # noqa: E402
 from harness.cli import quiet_libraries, run_main  # noqa: E402
 from harness.data import load_splits  # noqa: E402
 from harness.metrics import Scores  # noqa: E402
-from harness.objective import FAIL_REASON_ATTR, RUN_ID_ATTR  # noqa: E402
-from harness.studies import FINISHED_STATES, GRACE_HEARTBEATS, load_study  # noqa: E402
+from harness.search.objective import FAIL_REASON_ATTR, RUN_ID_ATTR  # noqa: E402
+from harness.search.studies import FINISHED_STATES, GRACE_HEARTBEATS, load_study  # noqa: E402
 from harness.tracking import Tag, Tracker  # noqa: E402
 from harness.trainer import EpochResult, FitResult, StopReason, build_model  # noqa: E402
 
@@ -183,9 +183,11 @@ def worker(argv: list[str], folder: str, log: str, epoch_s: float) -> None:
     harness.runs.fit = sleeping_fit
     # Drawing and rendering the figures is most of a trial's CPU on this machine, and no part
     # of the coordination: blank figures, not logged; no Optuna plots in the summary.
-    harness.plots.learning_curves = harness.plots.prediction_grid = blank_figure
+    harness.figures.training.learning_curves = harness.figures.training.prediction_grid = (
+        blank_figure
+    )
     harness.tracking.Tracker.log_figure = lambda *args, **kwargs: None
-    harness.study_summary.STUDY_FIGURES.clear()
+    harness.search.summary.STUDY_FIGURES.clear()
     summarise = harness.search.log_study_summary
 
     def counted_summary(*args, **kwargs):

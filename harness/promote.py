@@ -14,14 +14,14 @@ import sys
 from harness.cli import add_promotion_flags, run_main
 from harness.errors import HarnessError
 from harness.registry import DEFAULT_REGISTERED_MODEL, Promotion, promote_run
-from harness.studies import DEFAULT_STORAGE
+from harness.search.studies import DEFAULT_STORAGE
 from harness.tracking import DEFAULT_TRACKING_URI, Tracker
 
 
 def best_run_id(study_name: str, storage: str) -> str:
     """The MLflow run of the study's best completed trial."""
-    from harness.objective import RUN_ID_ATTR
-    from harness.studies import load_study
+    from harness.search.objective import RUN_ID_ATTR
+    from harness.search.studies import load_study
 
     study = load_study(storage, study_name)
     try:

@@ -9,8 +9,8 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from harness import plots
 from harness.data import SegmentationSet, Splits
+from harness.figures import style, training
 from harness.metrics import Scores, per_image_iou
 from harness.tracking import (
     Param,
@@ -86,9 +86,9 @@ def train_tracked(
     )
     tracker.log(run_id, fit_metrics(result), tags={Tag.STOP_REASON: result.stop_reason})
     tracker.log_checkpoint(run_id, result.model)
-    figure = plots.learning_curves(result.history)
+    figure = training.learning_curves(result.history)
     tracker.log_figure(run_id, figure, "learning_curves.png")
-    plots.close(figure)
+    style.close(figure)
     return result
 
 
@@ -148,9 +148,9 @@ def log_evaluation(
     shown = "val" if "val" in names else "test"
     images = getattr(splits, shown)
     preview = images.subset(np.arange(min(PREVIEW_SAMPLES, len(images))))
-    figure = plots.prediction_grid(
+    figure = training.prediction_grid(
         preview.images, preview.masks, predict_masks(model, preview.images, device), preview.names
     )
     tracker.log_figure(run_id, figure, f"{shown}_predictions.png")
-    plots.close(figure)
+    style.close(figure)
     return scores

@@ -92,7 +92,7 @@ class Metric:
     BEST_EPOCH = "best_epoch"
     EPOCHS_RUN = "epochs_run"
     TRAIN_TIME_S = "train_time_s"
-    # on a study's parent run, after confirmation and refit (harness.confirm)
+    # on a study's parent run, after confirmation and refit (harness.search.confirm)
     WINNER_TRIAL = "winner_trial"
     WINNER_TEST_IOU_MEAN = "winner_test_iou_mean"
     WINNER_TEST_IOU_SD = "winner_test_iou_sd"

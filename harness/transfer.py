@@ -46,11 +46,11 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torchvision.ops import roi_align
 
-from harness import plots
 from harness.cli import positive_int, run_main
 from harness.data import SPECIES, SegmentationSet, load_splits
 from harness.devices import resolve_device
 from harness.errors import HarnessError, first_line
+from harness.figures import style
 from harness.models import UNet
 from harness.registry import CHAMPION, DEFAULT_REGISTERED_MODEL, VersionTag
 from harness.runs import load_run_model
@@ -410,7 +410,7 @@ def log_transfer(
         tracker.log(run_id, metrics, params=params)
         figure = confusion_figure(scores["test"].confusion)
         tracker.log_figure(run_id, figure, CONFUSION_FIGURE)
-        plots.close(figure)
+        style.close(figure)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / CONFUSION_JSON
             matrix = {
@@ -427,7 +427,7 @@ def log_transfer(
 
 
 def confusion_figure(cm: np.ndarray):
-    fig, ax = plots.plt.subplots(figsize=(4, 3.6))
+    fig, ax = style.plt.subplots(figsize=(4, 3.6))
     ax.imshow(cm, cmap="Blues")
     for (row, col), count in np.ndenumerate(cm):
         share = count / max(1, cm[row].sum())

@@ -4,9 +4,9 @@ import optuna
 import pytest
 
 from harness import confirm
-from harness.confirm import FINAL_STUDY_SUFFIX, confirm_seed
-from harness.objective import RUN_ID_ATTR
-from harness.search import SearchOptions, run_search
+from harness.search.confirm import FINAL_STUDY_SUFFIX, confirm_seed
+from harness.search.objective import RUN_ID_ATTR
+from harness.search.run import SearchOptions, run_search
 from harness.tracking import Metric, Role, Tag
 from tests.helpers import running_runs
 

@@ -19,15 +19,18 @@ from mlflow.utils.mlflow_tags import (
 )
 
 import harness
-from harness import plots, predict, promote, report, study_plots, transfer
-from harness import report_figures as figures
+from harness import predict, promote, transfer
 from harness.cli import run_main
-from harness.objective import RUN_ID_ATTR, Objective
-from harness.report_sections import run_history
+from harness.figures import report as figures
+from harness.figures import study as study_plots
+from harness.figures import style, training
+from harness.report import command as report
+from harness.report.sections import run_history
 from harness.runs import load_run_model, log_evaluation
-from harness.search import SearchOptions, run_search
-from harness.spaces import load_space
-from harness.study_summary import log_study_summary
+from harness.search.objective import RUN_ID_ATTR, Objective
+from harness.search.run import SearchOptions, run_search
+from harness.search.spaces import load_space
+from harness.search.summary import log_study_summary
 from harness.tracking import (
     PRUNED_NAME_SUFFIX,
     Metric,
@@ -180,7 +183,7 @@ def test_importances_are_optuna_s_default_named_and_flagged_with_few_trials(sear
     figure = study_plots.importances_figure(values, warning)
     assert "PED-ANOVA" in figure.axes[0].get_title()
     assert [t.get_text() for t in figure.texts] == [warning]
-    plots.close(figure)
+    style.close(figure)
 
 
 def test_importances_need_no_warning_from_ten_complete_trials():
@@ -307,7 +310,7 @@ def test_a_short_log_range_reads_cleanly():
     figure = figures.param_effects(points, {"lr": distribution}, "validation IoU")
     assert clashing_tick_labels(figure) == []
     assert tick_texts(figure.axes[0].xaxis) == ["0.005", "0.01", "0.02", "0.05"]
-    plots.close(figure)
+    style.close(figure)
 
 
 def test_the_study_figures_read_cleanly(searched, pruned):
@@ -317,14 +320,14 @@ def test_the_study_figures_read_cleanly(searched, pruned):
             figure = plot(study)
             assert figure is not None, name
             assert clashing_tick_labels(figure) == [], name
-            plots.close(figure)
+            style.close(figure)
 
 
 def test_epoch_and_trial_axes_have_whole_number_ticks(searched, pruned):
     result, _, runs = searched
     history = run_history(pruned[1], pruned[1].client.get_run(
         pruned[0].trials[0].user_attrs[RUN_ID_ATTR]).info.run_id)  # fmt: skip
-    curves = plots.learning_curves(history)
+    curves = training.learning_curves(history)
     for figure, axes in (
         (curves, curves.axes),
         (study_plots.intermediate_values(result.study), None),
@@ -333,7 +336,7 @@ def test_epoch_and_trial_axes_have_whole_number_ticks(searched, pruned):
         for ax in axes or figure.axes[:1]:
             texts = tick_texts(ax.xaxis)
             assert texts and all(t.lstrip("−-").isdigit() for t in texts), texts
-        plots.close(figure)
+        style.close(figure)
 
 
 def test_the_history_names_the_metric_and_shows_pruned_trials(pruned):
@@ -345,7 +348,7 @@ def test_the_history_names_the_metric_and_shows_pruned_trials(pruned):
     slow = study.trials[2]
     pruned_marks = marks["pruned (best value before)"].get_offsets()
     assert pruned_marks.tolist() == [[slow.number, max(slow.intermediate_values.values())]]
-    plots.close(figure)
+    style.close(figure)
 
 
 def test_only_mlflow_run_s_own_run_is_adopted(searched, tracking_uri, monkeypatch):

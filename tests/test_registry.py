@@ -20,7 +20,6 @@ from harness import promote
 from harness.cli import run_main
 from harness.errors import HarnessError
 from harness.models import UNet
-from harness.objective import RUN_ID_ATTR
 from harness.registry import (
     CHALLENGER,
     CHAMPION,
@@ -29,7 +28,8 @@ from harness.registry import (
     promote_run,
 )
 from harness.runs import log_evaluation, train_tracked
-from harness.search import SearchOptions, run_search
+from harness.search.objective import RUN_ID_ATTR
+from harness.search.run import SearchOptions, run_search
 from harness.tracking import CHECKPOINT_DIR, CHECKPOINT_FILE, Tag, Tracker
 from harness.trainer import TrainConfig
 from tests.helpers import toy_splits

@@ -13,9 +13,9 @@ import pytest
 
 from harness import report
 from harness.cli import run_main
-from harness.objective import RUN_ID_ATTR
-from harness.report_final import TITLE
-from harness.search import SearchOptions, run_search
+from harness.report.final import TITLE
+from harness.search.objective import RUN_ID_ATTR
+from harness.search.run import SearchOptions, run_search
 from tests.helpers import TINY_SEARCH_SPACE
 
 SECTIONS = (

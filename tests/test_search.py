@@ -5,15 +5,15 @@ import pytest
 
 from harness.cli import run_main
 from harness.metrics import Scores
-from harness.objective import (
+from harness.search.objective import (
     FAIL_REASON_ATTR,
     RUN_ID_ATTR,
     STOP_REASON_ATTR,
     Objective,
     RestoredValue,
 )
-from harness.search import SearchOptions, main, run_search
-from harness.spaces import load_space
+from harness.search.run import SearchOptions, main, run_search
+from harness.search.spaces import load_space
 from harness.tracking import Tag, Tracker
 from harness.trainer import EpochResult
 from tests.helpers import running_runs, toy_splits

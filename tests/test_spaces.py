@@ -2,9 +2,9 @@ import optuna
 import pytest
 
 from harness.cli import run_main
-from harness.search import main
-from harness.spaces import SpaceError, load_space
-from harness.studies import make_pruner
+from harness.search.run import main
+from harness.search.spaces import SpaceError, load_space
+from harness.search.studies import make_pruner
 from harness.trainer import TrainConfig
 
 

@@ -9,12 +9,12 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from harness import search
 from harness.cli import EXIT_TERMINATED, run_main
-from harness.objective import FAIL_REASON_ATTR, FINISHED, RUN_ID_ATTR
-from harness.search import main
+from harness.search import run as search
+from harness.search.objective import FAIL_REASON_ATTR, FINISHED, RUN_ID_ATTR
+from harness.search.run import main
+from harness.search.studies import GRACE_HEARTBEATS, make_storage
 from harness.stopping import TERMINATED
-from harness.studies import GRACE_HEARTBEATS, make_storage
 from harness.tracking import Metric, Tag, Tracker
 from tests.servers import start_worker
 from tests.test_workers import (

@@ -14,21 +14,21 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from harness import search
 from harness.cli import run_main
 from harness.data import load_splits
 from harness.locks import creation_lock, with_installed_driver
-from harness.objective import FAIL_REASON_ATTR, FINISHED, RUN_ID_ATTR
 from harness.runs import train_tracked
-from harness.search import (
+from harness.search import run as search
+from harness.search.objective import FAIL_REASON_ATTR, FINISHED, RUN_ID_ATTR
+from harness.search.run import (
     EVALUATED_TRIAL_TAG,
     SUMMED_UP_TAG,
     SearchOptions,
     main,
     run_search,
 )
-from harness.spaces import load_space
-from harness.studies import FINISHED_STATES, GRACE_HEARTBEATS, make_sampler, make_storage
+from harness.search.spaces import load_space
+from harness.search.studies import FINISHED_STATES, GRACE_HEARTBEATS, make_sampler, make_storage
 from harness.tracking import CHECKPOINT_DIR, Tag, Tracker
 from tests.servers import (
     free_port,

@@ -19,7 +19,13 @@ from harness.cli import (
     positive_int,
     run_main,
 )
-from harness.confirm import (
+from harness.data import DEFAULT_SPEC, load_splits
+from harness.devices import resolve_device
+from harness.errors import HarnessError
+from harness.locks import creation_lock
+from harness.registry import DEFAULT_REGISTERED_MODEL, promote_run
+from harness.runs import load_run_model, log_evaluation
+from harness.search.confirm import (
     CONFIRMATION_CSV,
     FinalResult,
     FinalSettings,
@@ -29,16 +35,9 @@ from harness.confirm import (
     result_metrics,
     result_rows,
 )
-from harness.data import DEFAULT_SPEC, load_splits
-from harness.devices import resolve_device
-from harness.errors import HarnessError
-from harness.locks import creation_lock
-from harness.objective import FAIL, FAILED, FINISHED, KILLED, RUN_ID_ATTR, Objective
-from harness.registry import DEFAULT_REGISTERED_MODEL, promote_run
-from harness.runs import load_run_model, log_evaluation
-from harness.spaces import DEFAULT_SPACE, PRUNERS, load_space
-from harness.stopping import raise_if_stopping, stops_deferred
-from harness.studies import (
+from harness.search.objective import FAIL, FAILED, FINISHED, KILLED, RUN_ID_ATTR, Objective
+from harness.search.spaces import DEFAULT_SPACE, PRUNERS, load_space
+from harness.search.studies import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_STORAGE,
     FINISHED_STATES,
@@ -50,7 +49,8 @@ from harness.studies import (
     make_storage,
     open_study,
 )
-from harness.study_summary import log_study_summary, top_trials_table
+from harness.search.summary import log_study_summary, top_trials_table
+from harness.stopping import raise_if_stopping, stops_deferred
 from harness.tracking import (
     DEFAULT_TRACKING_URI,
     Tag,

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import optuna
 
-from harness import plots
-from harness.objective import RUN_ID_ATTR, STOP_REASON_ATTR
-from harness.study_plots import STUDY_FIGURES, completed
+from harness.figures import style
+from harness.figures.study import STUDY_FIGURES, completed
+from harness.search.objective import RUN_ID_ATTR, STOP_REASON_ATTR
 from harness.tracking import Tracker, study_best_metric
 
 TRIALS_CSV = "trials.csv"
@@ -43,7 +43,7 @@ def log_study_summary(
         figure = plot(study)
         if figure is not None:
             tracker.log_figure(parent_run_id, figure, name)
-            plots.close(figure)
+            style.close(figure)
 
 
 def top_trials_table(study: optuna.Study, metric: str, count: int = 5) -> str:

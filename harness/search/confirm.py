@@ -34,7 +34,8 @@ from tqdm import tqdm
 from harness.data import Splits
 from harness.devices import device_for_trial
 from harness.locks import creation_lock
-from harness.objective import (
+from harness.runs import load_run_model, log_evaluation, train_tracked
+from harness.search.objective import (
     BEST_EPOCH_ATTR,
     COMPLETE,
     EPOCHS_RUN_ATTR,
@@ -46,8 +47,7 @@ from harness.objective import (
     RUN_ID_ATTR,
     trial_value,
 )
-from harness.runs import load_run_model, log_evaluation, train_tracked
-from harness.spaces import SearchSpace
+from harness.search.spaces import SearchSpace
 from harness.stopping import STOP_REASONS, stop_reason
 from harness.tracking import Metric, Role, Tag, Tracker, final_metric
 

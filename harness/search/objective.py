@@ -15,9 +15,9 @@ from tqdm import tqdm
 from harness.data import Splits
 from harness.devices import device_for_trial
 from harness.runs import train_tracked
-from harness.spaces import SearchSpace
+from harness.search.spaces import SearchSpace
+from harness.search.studies import is_surplus
 from harness.stopping import stop_reason
-from harness.studies import is_surplus
 from harness.tracking import Tag, Tracker, epoch_metrics
 from harness.trainer import EpochResult, FitResult
 

@@ -1,26 +1,17 @@
-"""The report's own figures (the learning curves and prediction grids come from `plots`)."""
+"""The report's own figures (the learning curves and prediction grids are `figures.training`)."""
 
-import io
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import optuna
 
-from harness import plots
-from harness.plots import plt
+from harness.figures import style
+from harness.figures.style import plt
 
 COMPLETE_STYLE = {"marker": "o", "color": "tab:blue", "label": "complete"}
 PRUNED_STYLE = {"marker": "x", "color": "tab:red", "label": "pruned (best value before)"}
 ENDING_COLOURS = {"pruned": "tab:red", "early stopped": "tab:green", "ran all epochs": "tab:blue"}
-
-
-def png_bytes(figure, dpi: int = 100) -> bytes:
-    """The figure as PNG bytes; the figure is closed (matplotlib keeps open ones alive)."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
-    plots.close(figure)
-    return buffer.getvalue()
 
 
 @dataclass(frozen=True)
@@ -43,24 +34,24 @@ def param_effects(
     for ax, name in zip(axes.flat, names):
         distribution = distributions[name]
         categorical = isinstance(distribution, optuna.distributions.CategoricalDistribution)
-        for pruned, style in ((False, COMPLETE_STYLE), (True, PRUNED_STYLE)):
+        for pruned, marker_style in ((False, COMPLETE_STYLE), (True, PRUNED_STYLE)):
             chosen = [p for p in points[name] if p.pruned == pruned]
             if not chosen:
                 continue
             xs = [distribution.choices.index(p.value) if categorical else p.value for p in chosen]
-            ax.scatter(xs, [p.score for p in chosen], alpha=0.75, linestyle="none", **style)
+            ax.scatter(xs, [p.score for p in chosen], alpha=0.75, linestyle="none", **marker_style)
         if categorical:
             ax.set_xticks(range(len(distribution.choices)), [str(c) for c in distribution.choices])
         elif getattr(distribution, "log", False):
             ax.set_xscale("log")
         elif isinstance(distribution, optuna.distributions.IntDistribution):
-            plots.integer_ticks(ax.xaxis)
+            style.integer_ticks(ax.xaxis)
         ax.set(xlabel=name, ylabel=ylabel)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names) :]:
         ax.remove()
     axes.flat[0].legend(fontsize=8)
-    plots.readable_log_ticks(fig)
+    style.readable_log_ticks(fig)
     fig.tight_layout()
     return fig
 
@@ -87,8 +78,8 @@ def epochs_per_trial(trials: list[TrialCompute], max_epochs: int):
             )
     ax.axhline(max_epochs, color="black", linestyle="--", linewidth=1, label="max_epochs")
     ax.set(xlabel="trial", ylabel="epochs run", ylim=(0, max_epochs * 1.15))
-    plots.integer_ticks(ax.xaxis)
-    plots.integer_ticks(ax.yaxis)
+    style.integer_ticks(ax.xaxis)
+    style.integer_ticks(ax.yaxis)
     ax.legend(fontsize=8, ncols=4, loc="upper center")
     fig.tight_layout()
     return fig

@@ -5,8 +5,8 @@ import math
 import tempfile
 from pathlib import Path
 
-from harness.confirm import CONFIRMATION_CSV, figures
-from harness.report_document import Section, Table
+from harness.report.document import Section, Table
+from harness.search.confirm import CONFIRMATION_CSV, figures
 from harness.tracking import Metric, Role, Tracker
 
 TITLE = "Confirmation and refit: the winner over seeds"

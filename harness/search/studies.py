@@ -9,7 +9,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness.errors import HarnessError
 from harness.locks import creation_lock, redacted, sqlite_path, with_installed_driver
-from harness.spaces import StudySettings
+from harness.search.spaces import StudySettings
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_HEARTBEAT_S = 30

@@ -32,9 +32,9 @@ from harness.cli import positive_int, run_main
 from harness.data import Splits, load_splits
 from harness.devices import resolve_device
 from harness.errors import HarnessError
-from harness.report_document import HTML_FILE, MARKDOWN_FILE, write_report
-from harness.report_final import final_section
-from harness.report_sections import (
+from harness.report.document import HTML_FILE, MARKDOWN_FILE, write_report
+from harness.report.final import final_section
+from harness.report.sections import (
     StudyRecord,
     best_per_depth,
     comparison_section,
@@ -45,7 +45,7 @@ from harness.report_sections import (
     predictions_section,
     pruning_section,
 )
-from harness.studies import DEFAULT_STORAGE, PARENT_RUN_ATTR, load_study
+from harness.search.studies import DEFAULT_STORAGE, PARENT_RUN_ATTR, load_study
 from harness.tracking import DEFAULT_TRACKING_URI, Param, Tracker
 
 REPORT_ARTIFACT_DIR = "report"

@@ -19,9 +19,9 @@ from matplotlib.figure import Figure
 from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from harness import plots
 from harness.errors import first_line
-from harness.plots import plt
+from harness.figures import style
+from harness.figures.style import plt
 
 IMPORTANCE_METHOD = "PED-ANOVA"
 # Below this many complete trials, importances are mostly noise (PED-ANOVA looks at the top
@@ -38,7 +38,7 @@ def completed(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def metric_name(study: optuna.Study) -> str:
-    """The study's metric (`harness.studies.open_study` sets it), for axis labels."""
+    """The study's metric (`harness.search.studies.open_study` sets it), for axis labels."""
     names = study.metric_names
     return names[0] if names else "trial value"
 
@@ -131,7 +131,7 @@ def optimization_history(study: optuna.Study) -> Figure | None:
         numbers, values = zip(*pruned)
         ax.scatter(numbers, values, label="pruned (best value before)", **PRUNED_STYLE)
     ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=9)
-    plots.integer_ticks(ax.xaxis)
+    style.integer_ticks(ax.xaxis)
     figure.tight_layout()
     return figure
 
@@ -143,7 +143,7 @@ def intermediate_values(study: optuna.Study) -> Figure | None:
         return None
     ax = figure.axes[0]
     ax.set(xlabel="epoch", ylabel=f"{metric_name(study)} of the best epoch so far")
-    plots.integer_ticks(ax.xaxis)
+    style.integer_ticks(ax.xaxis)
     legend = ax.get_legend()
     if legend is not None and len(study.trials) > MAX_LEGEND_TRIALS:
         legend.remove()
@@ -167,8 +167,8 @@ def parallel_coordinate(study: optuna.Study) -> Figure | None:
         for twin, name in zip(twins, sorted(distributions)):
             distribution = distributions[name]
             if isinstance(distribution, IntDistribution) and not distribution.log:
-                plots.integer_ticks(twin.yaxis)
-    plots.readable_log_ticks(figure)
+                style.integer_ticks(twin.yaxis)
+    style.readable_log_ticks(figure)
     return figure
 
 

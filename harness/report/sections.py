@@ -11,15 +11,11 @@ import torch
 from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 
-from harness import plots
-from harness import report_figures as figures
 from harness.data import Splits
 from harness.errors import HarnessError, first_line
-from harness.metrics import Scores, per_image_iou
-from harness.objective import RUN_ID_ATTR, STOP_REASON_ATTR
-from harness.report_document import Block, Image, Section, Table
-from harness.runs import evaluate_splits, load_run_model, run_dtype
-from harness.study_plots import (
+from harness.figures import report as figures
+from harness.figures import training
+from harness.figures.study import (
     IMPORTANCE_METHOD,
     importance_warning,
     importances_figure,
@@ -27,6 +23,11 @@ from harness.study_plots import (
     param_importances,
     reached_value,
 )
+from harness.figures.style import png_bytes
+from harness.metrics import Scores, per_image_iou
+from harness.report.document import Block, Image, Section, Table
+from harness.runs import evaluate_splits, load_run_model, run_dtype
+from harness.search.objective import RUN_ID_ATTR, STOP_REASON_ATTR
 from harness.tracking import (
     EPOCH_METRICS,
     SCORES,
@@ -177,7 +178,7 @@ def overview_section(record: StudyRecord, splits: Splits) -> Section:
                 "optimization_history.png",
                 "Trial values in order, and the best so far; a pruned trial (x) is drawn at "
                 "the best value it reached before it was pruned.",
-                figures.png_bytes(figure),
+                png_bytes(figure),
             )
         )
     return Section("Study", blocks)
@@ -257,14 +258,14 @@ def learning_curves_section(contenders: list[Contender]) -> Section:
     for c in contenders:
         if not c.history:
             continue
-        figure = plots.learning_curves(c.history)
+        figure = training.learning_curves(c.history)
         figure.suptitle(f"{c.label}, trial {c.trial.number}")
         figure.tight_layout()
         blocks.append(
             Image(
                 f"learning_curves_depth{c.depth}.png",
                 f"Learning curves of {c.label} (trial {c.trial.number}).",
-                figures.png_bytes(figure),
+                png_bytes(figure),
             )
         )
     return Section("Learning curves", blocks)
@@ -300,7 +301,7 @@ def parameters_section(record: StudyRecord) -> Section:
         Image(
             "param_effects.png",
             "Validation IoU against each searched parameter.",
-            figures.png_bytes(figures.param_effects(points, distributions, "validation IoU")),
+            png_bytes(figures.param_effects(points, distributions, "validation IoU")),
         )
     )
     importances = param_importances(record.study)
@@ -321,7 +322,7 @@ def parameters_section(record: StudyRecord) -> Section:
             Image(
                 "param_importances.png",
                 f"Optuna's parameter importances ({IMPORTANCE_METHOD}).",
-                figures.png_bytes(importances_figure(importances, warning)),
+                png_bytes(importances_figure(importances, warning)),
             )
         )
     return Section("Searched parameters", blocks)
@@ -393,7 +394,7 @@ def pruning_section(record: StudyRecord) -> Section:
             Image(
                 "epochs_per_trial.png",
                 "Epochs each trial ran, against the full budget.",
-                figures.png_bytes(figures.epochs_per_trial(trials, budget)),
+                png_bytes(figures.epochs_per_trial(trials, budget)),
             ),
         ],
     )
@@ -412,10 +413,10 @@ def predictions_section(
 
     def grid(indices: np.ndarray, name: str, caption: str) -> Image:
         titles = [f"{test.names[i]}, IoU {ious[i]:.2f}" for i in indices]
-        figure = plots.prediction_grid(
+        figure = training.prediction_grid(
             test.images[indices], test.masks[indices], predictions[indices], titles
         )
-        return Image(name, caption, figures.png_bytes(figure))
+        return Image(name, caption, png_bytes(figure))
 
     return Section(
         "Test predictions of the best model",
@@ -436,7 +437,7 @@ def predictions_section(
             Image(
                 "test_iou_histogram.png",
                 "Per-image mean IoU on the test split.",
-                figures.png_bytes(figures.iou_histogram(ious, f"trial {best.number}")),
+                png_bytes(figures.iou_histogram(ious, f"trial {best.number}")),
             ),
         ],
     )

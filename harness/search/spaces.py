@@ -18,7 +18,7 @@ import optuna
 from harness.errors import HarnessError
 from harness.trainer import TrainConfig
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 DEFAULT_SPACE = "unet"
 
 # The TrainConfig fields a space may search or fix; the seed and max_epochs are study settings.
