@@ -84,9 +84,9 @@ import harness.tracking  # noqa: E402
 from harness.cli import quiet_libraries, run_main  # noqa: E402
 from harness.data import load_splits  # noqa: E402
 from harness.metrics import Scores  # noqa: E402
-from harness.search.objective import FAIL_REASON_ATTR, RUN_ID_ATTR  # noqa: E402
+from harness.names import Tag, TrialAttr  # noqa: E402
 from harness.search.studies import FINISHED_STATES, GRACE_HEARTBEATS, load_study  # noqa: E402
-from harness.tracking import Tag, Tracker  # noqa: E402
+from harness.tracking import Tracker  # noqa: E402
 from harness.trainer import EpochResult, FitResult, StopReason, build_model  # noqa: E402
 
 SPACE = """
@@ -429,9 +429,9 @@ def check(stores: Stores, name: str, target: int, summaries: int, errors: int, k
     trial_runs = [r for r in runs if r.data.tags.get(Tag.ROLE) == "trial"]
 
     def has_reason(trial) -> bool:
-        if trial.user_attrs.get(FAIL_REASON_ATTR):
+        if trial.user_attrs.get(TrialAttr.FAIL_REASON):
             return True
-        run = by_id.get(trial.user_attrs.get(RUN_ID_ATTR) or "")
+        run = by_id.get(trial.user_attrs.get(TrialAttr.RUN_ID) or "")
         return run is not None and bool(run.data.tags.get(Tag.FAIL_REASON))
 
     failed = [t for t in trials if t.state.name == "FAIL"]
@@ -442,7 +442,7 @@ def check(stores: Stores, name: str, target: int, summaries: int, errors: int, k
         running_runs=sum(r.info.status == "RUNNING" for r in runs),
         running_trials=sum(t.state.name == "RUNNING" for t in trials),
         fail_without_reason=sum(not has_reason(t) for t in failed),
-        runs_match=finished_runs == sorted(t.user_attrs.get(RUN_ID_ATTR) for t in finished),
+        runs_match=finished_runs == sorted(t.user_attrs.get(TrialAttr.RUN_ID) for t in finished),
         parents=len(parents),
         summaries=summaries,
         errors=errors,

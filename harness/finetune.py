@@ -15,9 +15,10 @@ from torch import nn
 
 from harness.errors import HarnessError
 from harness.models import UNet
+from harness.names import Param
 from harness.predict import load_model
 from harness.registry import CHAMPION, DEFAULT_REGISTERED_MODEL
-from harness.tracking import DEFAULT_TRACKING_URI, Param
+from harness.tracking import DEFAULT_TRACKING_URI
 
 CHAMPION_URI = f"models:/{DEFAULT_REGISTERED_MODEL}@{CHAMPION}"
 

@@ -31,8 +31,9 @@ from torchvision.transforms import InterpolationMode
 
 from harness.cli import probability, run_main
 from harness.errors import HarnessError, first_line
+from harness.names import Param
 from harness.registry import CHAMPION, DEFAULT_REGISTERED_MODEL
-from harness.tracking import DEFAULT_TRACKING_URI, Param, require_store
+from harness.tracking import DEFAULT_TRACKING_URI, require_store
 
 BATCH_SIZE = 32
 FOREGROUND, BACKGROUND = 255, 0

@@ -20,7 +20,7 @@ from harness.tracking import DEFAULT_TRACKING_URI, Tracker
 
 def best_run_id(study_name: str, storage: str) -> str:
     """The MLflow run of the study's best completed trial."""
-    from harness.search.objective import RUN_ID_ATTR
+    from harness.names import TrialAttr
     from harness.search.studies import load_study
 
     study = load_study(storage, study_name)
@@ -28,10 +28,10 @@ def best_run_id(study_name: str, storage: str) -> str:
         best = study.best_trial
     except (ValueError, RuntimeError):
         raise HarnessError(f"study {study_name!r} has no completed trial") from None
-    run_id = best.user_attrs.get(RUN_ID_ATTR)
+    run_id = best.user_attrs.get(TrialAttr.RUN_ID)
     if not run_id:
         raise HarnessError(
-            f"trial {best.number} of study {study_name!r} has no MLflow run ({RUN_ID_ATTR})"
+            f"trial {best.number} of study {study_name!r} has no MLflow run ({TrialAttr.RUN_ID})"
         )
     return run_id
 

@@ -12,14 +12,8 @@ import torch
 from harness.data import SegmentationSet, Splits
 from harness.figures import style, training
 from harness.metrics import Scores, per_image_iou
-from harness.tracking import (
-    Param,
-    Tag,
-    Tracker,
-    epoch_metrics,
-    fit_metrics,
-    split_metrics,
-)
+from harness.names import Param, Tag
+from harness.tracking import Tracker, epoch_metrics, fit_metrics, split_metrics
 from harness.trainer import (
     EpochHook,
     FitResult,

@@ -49,110 +49,21 @@ import harness
 from harness.errors import HarnessError, first_line
 from harness.locks import creation_lock, sqlite_path
 from harness.metrics import Scores
-
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-
-# MLflow's UI shows the classic training-runs table (nested runs, compare view) for this kind.
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-EXPERIMENT_KIND = "custom_model_development"
-
-CHECKPOINT_DIR = "checkpoint"
-CHECKPOINT_FILE = "model.pt"
-FIGURES_DIR = "figures"
-# each test image's mean IoU: what the registry's paired comparison of two models reads
-PER_IMAGE_FILE = "evaluation/test_per_image.json"
-
-
-class Param:
-    DEPTH = "depth"
-    BASE_CHANNELS = "base_channels"
-    LR = "lr"
-    BATCH_SIZE = "batch_size"
-    PATIENCE = "patience"
-    AUG_P = "aug_p"
-    IMAGE_SIZE = "image_size"
-    MAX_EPOCHS = "max_epochs"
-    SEED = "seed"
-    DATASET = "dataset"
-    PRECISION = "precision"  # the autocast dtype actually used: float32, bfloat16, float16
-    COMPILED = "compiled"  # whether the steps ran through torch.compile
-
-
-class Metric:
-    TRAIN_LOSS = "train_loss"
-    VAL_LOSS = "val_loss"
-    TRAIN_IOU = "train_iou"
-    VAL_IOU = "val_iou"
-    TRAIN_ACCURACY = "train_accuracy"
-    VAL_ACCURACY = "val_accuracy"
-    VAL_FG_IOU = "val_fg_iou"
-    EPOCH_TIME_S = "epoch_time_s"
-    # once per run
-    BEST_VAL_IOU = "best_val_iou"
-    BEST_EPOCH = "best_epoch"
-    EPOCHS_RUN = "epochs_run"
-    TRAIN_TIME_S = "train_time_s"
-    # on a study's parent run, after confirmation and refit (harness.search.confirm)
-    WINNER_TRIAL = "winner_trial"
-    WINNER_TEST_IOU_MEAN = "winner_test_iou_mean"
-    WINNER_TEST_IOU_SD = "winner_test_iou_sd"
-    REFIT_TEST_IOU = "refit_test_iou"
-    REFIT_EPOCHS = "refit_epochs"
-
-
-EPOCH_METRICS = (
-    Metric.TRAIN_LOSS,
-    Metric.VAL_LOSS,
-    Metric.TRAIN_IOU,
-    Metric.VAL_IOU,
-    Metric.TRAIN_ACCURACY,
-    Metric.VAL_ACCURACY,
-    Metric.VAL_FG_IOU,
-    Metric.EPOCH_TIME_S,
+from harness.names import (
+    DATASET_CONTEXTS,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    PRUNED_NAME_SUFFIX,
+    SCORES,
+    Artifact,
+    Metric,
+    Param,
+    Role,
+    Tag,
+    final_metric,
 )
 
-
-def final_metric(split: str, score: str) -> str:
-    """Name of a score of the restored best weights on a whole split: e.g. `test_iou`.
-
-    The report's table uses `final_train_iou`, `final_val_iou`, `test_iou`: the per-epoch
-    `train_iou` / `val_iou` series keep their plain names, so the final train and validation
-    scores get a prefix; the test split is only ever scored once, so it needs none.
-    """
-    return f"{split}_{score}" if split == "test" else f"final_{split}_{score}"
-
-
-SPLITS = ("train", "val", "test")
-SCORES = ("accuracy", "iou", "fg_iou")  # the fields of metrics.Scores
-
-
-class Role:
-    """Values of `Tag.ROLE`: what a run is."""
-
-    TRAIN = "train"  # a harness.train run
-    STUDY = "study"  # a search's parent run
-    TRIAL = "trial"  # one trial of the search
-    CONFIRM = "confirm"  # a top trial's configuration retrained with another seed
-    REFIT = "refit"  # the winning configuration retrained on train + validation
-    PROJECT = "project"  # `mlflow run`'s own run, hung under the harness's
-
-
-class Tag:
-    ROLE = "harness.role"  # a Role
-    STUDY = "harness.study"
-    TRIAL_NUMBER = "harness.trial_number"
-    TRIAL_STATE = "harness.trial_state"  # Optuna's state name: COMPLETE, PRUNED, FAIL
-    STOP_REASON = "harness.stop_reason"
-    FAIL_REASON = "harness.fail_reason"
-    DATASET_FINGERPRINT = "harness.dataset_fingerprint"
-    VERSION = "harness.version"  # the package version that made the run
-
-
-# MLflow has no run status for "stopped early on purpose": a pruned trial's run ends FINISHED
-# (it did what was asked) and its name says it was pruned, which the runs list shows.
-PRUNED_NAME_SUFFIX = " (pruned)"
-# the dataset inputs' context tags, per split
-DATASET_CONTEXTS = {"train": "train", "val": "validation", "test": "test"}
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
 def epoch_metrics(result) -> dict[str, float]:
@@ -194,12 +105,6 @@ def reached_metrics(best, epochs_run: int) -> dict[str, float]:
         Metric.BEST_EPOCH: best.epoch,
         Metric.EPOCHS_RUN: epochs_run,
     }
-
-
-def study_best_metric(metric: str) -> str:
-    """The study's parent run's name for its best trial value: `study_best_val_iou`, not the
-    trials' `best_val_iou`, so that sorting the runs table by that column lists trials only."""
-    return f"study_best_{metric}"
 
 
 def split_metrics(scores: Mapping[str, Scores]) -> dict[str, float]:
@@ -399,14 +304,14 @@ class Tracker:
         self.log(project_run_id, tags={MLFLOW_PARENT_RUN_ID: run_id, Tag.ROLE: Role.PROJECT})
 
     def log_figure(self, run_id: str, figure, name: str) -> None:
-        self.client.log_figure(run_id, figure, f"{FIGURES_DIR}/{name}")
+        self.client.log_figure(run_id, figure, f"{Artifact.FIGURES_DIR}/{name}")
 
     def log_checkpoint(self, run_id: str, model: torch.nn.Module) -> None:
         """The weights as a plain state dict, loadable with torch.load(weights_only=True)."""
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / CHECKPOINT_FILE
+            path = Path(tmp) / Artifact.CHECKPOINT_FILE
             torch.save({k: v.cpu() for k, v in model.state_dict().items()}, path)
-            self.client.log_artifact(run_id, str(path), CHECKPOINT_DIR)
+            self.client.log_artifact(run_id, str(path), Artifact.CHECKPOINT_DIR)
 
     def load_checkpoint_into(self, run_id: str, model: torch.nn.Module) -> torch.nn.Module:
         """The run's logged weights loaded into `model` (read with weights_only=True); a file
@@ -414,7 +319,7 @@ class Tracker:
         unusable = f"run {run_id}: unusable checkpoint"
         with tempfile.TemporaryDirectory() as tmp:
             path = self.client.download_artifacts(
-                run_id, f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}", tmp
+                run_id, f"{Artifact.CHECKPOINT_DIR}/{Artifact.CHECKPOINT_FILE}", tmp
             )
             try:
                 state = load_checkpoint(path)
@@ -439,15 +344,15 @@ class Tracker:
     def log_per_image(self, run_id: str, names, ious) -> None:
         """Each test image's score (`metrics.per_image_iou`), by image name."""
         scores = {"names": list(names), "iou": [float(v) for v in ious]}
-        self.client.log_dict(run_id, scores, PER_IMAGE_FILE)
+        self.client.log_dict(run_id, scores, Artifact.PER_IMAGE_FILE)
 
     def per_image(self, run_id: str) -> dict[str, float] | None:
         """The run's per-image test scores by image name; None when it logged none."""
-        folder, _, name = PER_IMAGE_FILE.rpartition("/")
+        folder, _, name = Artifact.PER_IMAGE_FILE.rpartition("/")
         if f"{folder}/{name}" not in {a.path for a in self.client.list_artifacts(run_id, folder)}:
             return None
         with tempfile.TemporaryDirectory() as tmp:
-            path = self.client.download_artifacts(run_id, PER_IMAGE_FILE, tmp)
+            path = self.client.download_artifacts(run_id, Artifact.PER_IMAGE_FILE, tmp)
             scores = json.loads(Path(path).read_text())
         return dict(zip(scores["names"], scores["iou"], strict=True))
 

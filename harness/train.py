@@ -6,8 +6,9 @@ import sys
 from harness.cli import add_compute_flags, add_data_flags, positive_int, probability, run_main
 from harness.data import DEFAULT_SPEC, load_splits
 from harness.devices import resolve_device
+from harness.names import Tag
 from harness.runs import log_evaluation, train_tracked
-from harness.tracking import DEFAULT_TRACKING_URI, Tag, Tracker, check_reachable
+from harness.tracking import DEFAULT_TRACKING_URI, Tracker, check_reachable
 from harness.trainer import TrainConfig
 
 DEFAULTS = TrainConfig()

@@ -52,9 +52,10 @@ from harness.devices import resolve_device
 from harness.errors import HarnessError, first_line
 from harness.figures import style
 from harness.models import UNet
+from harness.names import Param, Tag
 from harness.registry import CHAMPION, DEFAULT_REGISTERED_MODEL, VersionTag
 from harness.runs import load_run_model
-from harness.tracking import DEFAULT_TRACKING_URI, Param, Tag, Tracker
+from harness.tracking import DEFAULT_TRACKING_URI, Tracker
 from harness.trainer import inference_batches, to_input
 
 EXPERIMENT = "harness-transfer"

@@ -4,10 +4,9 @@ import optuna
 import pytest
 
 from harness import confirm
-from harness.search.confirm import FINAL_STUDY_SUFFIX, confirm_seed
-from harness.search.objective import RUN_ID_ATTR
+from harness.names import FINAL_STUDY_SUFFIX, Metric, Role, Tag, TrialAttr
+from harness.search.confirm import confirm_seed
 from harness.search.run import SearchOptions, run_search
-from harness.tracking import Metric, Role, Tag
 from tests.helpers import running_runs
 
 DATA = "synthetic:48"
@@ -190,7 +189,7 @@ def test_no_confirm_no_refit_registers_the_best_trial_as_before(
     assert not runs_by_role(client, result, Role.CONFIRM)
     assert not runs_by_role(client, result, Role.REFIT)
     champion = client.get_model_version_by_alias("model-plain", "champion")
-    assert champion.run_id == result.best_trial.user_attrs[RUN_ID_ATTR]
+    assert champion.run_id == result.best_trial.user_attrs[TrialAttr.RUN_ID]
     assert "confirmation:" not in out
 
 

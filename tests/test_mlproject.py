@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from harness import promote, search, train
-from harness.tracking import Tag
+from harness.names import Tag
 from tests.servers import stop_group, worker_env
 
 PROJECT = Path(__file__).resolve().parent.parent / "mlproject"

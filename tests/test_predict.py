@@ -18,9 +18,10 @@ from harness import predict
 from harness.cli import run_main
 from harness.finetune import load_unet
 from harness.models import UNet
+from harness.names import Tag
 from harness.registry import promote_run
 from harness.runs import log_evaluation, train_tracked
-from harness.tracking import Tag, Tracker
+from harness.tracking import Tracker
 from harness.trainer import TrainConfig
 from tests.helpers import toy_splits
 from tests.servers import HOST, _wait_for, free_port, stop_group

@@ -24,20 +24,15 @@ from harness.cli import run_main
 from harness.figures import report as figures
 from harness.figures import study as study_plots
 from harness.figures import style, training
+from harness.names import PRUNED_NAME_SUFFIX, Metric, Tag, TrialAttr, study_best_metric
 from harness.report import command as report
 from harness.report.sections import run_history
 from harness.runs import load_run_model, log_evaluation
-from harness.search.objective import RUN_ID_ATTR, Objective
+from harness.search.objective import Objective
 from harness.search.run import SearchOptions, run_search
 from harness.search.spaces import load_space
 from harness.search.summary import log_study_summary
-from harness.tracking import (
-    PRUNED_NAME_SUFFIX,
-    Metric,
-    Tag,
-    Tracker,
-    study_best_metric,
-)
+from harness.tracking import Tracker
 from tests.helpers import TINY_SEARCH_SPACE, toy_splits
 
 
@@ -69,7 +64,8 @@ def searched(tmp_path_factory, tracking_uri):
         [result.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'"
     )
     trial_runs = {
-        tracker.client.get_run(t.user_attrs[RUN_ID_ATTR]).info.run_id for t in result.study.trials
+        tracker.client.get_run(t.user_attrs[TrialAttr.RUN_ID]).info.run_id
+        for t in result.study.trials
     }
     assert trial_runs < {r.info.run_id for r in children}  # and 3 confirmation and refit runs
     return result, storage, [tracker.client.get_run(result.parent_run_id), *children]
@@ -198,7 +194,7 @@ def test_importances_need_no_warning_from_ten_complete_trials():
 
 def test_a_pruned_trial_is_named_and_sums_up_what_it_reached(pruned, client):
     study, _, _, _ = pruned
-    good, _, slow = (client.get_run(t.user_attrs[RUN_ID_ATTR]) for t in study.trials)
+    good, _, slow = (client.get_run(t.user_attrs[TrialAttr.RUN_ID]) for t in study.trials)
     assert slow.info.run_name == "trial-002" + PRUNED_NAME_SUFFIX
     assert good.info.run_name == "trial-000"
     history = {m.step: m.value for m in client.get_metric_history(slow.info.run_id, "val_iou")}
@@ -216,7 +212,7 @@ def test_sorting_by_best_val_iou_lists_the_trials_not_the_study(pruned, client):
     ranked = client.search_runs([experiment_id], order_by=[f"metrics.{Metric.BEST_VAL_IOU} DESC"])
     with_metric = [r for r in ranked if Metric.BEST_VAL_IOU in r.data.metrics]
     reached = sorted(study.trials, key=lambda t: -study_plots.reached_value(t, maximize=True))
-    assert [r.info.run_id for r in with_metric] == [t.user_attrs[RUN_ID_ATTR] for t in reached]
+    assert [r.info.run_id for r in with_metric] == [t.user_attrs[TrialAttr.RUN_ID] for t in reached]
     assert with_metric[-1].info.run_name.endswith(PRUNED_NAME_SUFFIX)  # it reached least
     parent_run = client.get_run(parent)
     assert Metric.BEST_VAL_IOU not in parent_run.data.metrics
@@ -232,7 +228,7 @@ def test_the_final_validation_iou_is_the_trial_value(pruned):
     study, tracker, _, _ = pruned
     cpu = torch.device("cpu")
     for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
-        run_id = trial.user_attrs[RUN_ID_ATTR]
+        run_id = trial.user_attrs[TrialAttr.RUN_ID]
         model = load_run_model(tracker, run_id, cpu)
         scores = log_evaluation(tracker, run_id, model, toy_splits(), cpu)
         assert scores["val"].iou == trial.value
@@ -326,7 +322,7 @@ def test_the_study_figures_read_cleanly(searched, pruned):
 def test_epoch_and_trial_axes_have_whole_number_ticks(searched, pruned):
     result, _, runs = searched
     history = run_history(pruned[1], pruned[1].client.get_run(
-        pruned[0].trials[0].user_attrs[RUN_ID_ATTR]).info.run_id)  # fmt: skip
+        pruned[0].trials[0].user_attrs[TrialAttr.RUN_ID]).info.run_id)  # fmt: skip
     curves = training.learning_curves(history)
     for figure, axes in (
         (curves, curves.axes),

@@ -20,6 +20,7 @@ from harness import promote
 from harness.cli import run_main
 from harness.errors import HarnessError
 from harness.models import UNet
+from harness.names import Artifact, Tag, TrialAttr
 from harness.registry import (
     CHALLENGER,
     CHAMPION,
@@ -28,9 +29,8 @@ from harness.registry import (
     promote_run,
 )
 from harness.runs import log_evaluation, train_tracked
-from harness.search.objective import RUN_ID_ATTR
 from harness.search.run import SearchOptions, run_search
-from harness.tracking import CHECKPOINT_DIR, CHECKPOINT_FILE, Tag, Tracker
+from harness.tracking import Tracker
 from harness.trainer import TrainConfig
 from tests.helpers import toy_splits
 
@@ -328,7 +328,7 @@ def test_promote_cli_study_promotes_the_best_trial(tmp_path, name, client, track
     assert "is the champion: first champion" in out
     best = result.study.best_trial
     tags = client.get_model_version_by_alias(name, CHAMPION).tags
-    assert tags[VersionTag.SOURCE_RUN_ID] == best.user_attrs[RUN_ID_ATTR]
+    assert tags[VersionTag.SOURCE_RUN_ID] == best.user_attrs[TrialAttr.RUN_ID]
     assert tags[VersionTag.STUDY] == study
     assert tags[VersionTag.TRIAL_NUMBER] == str(best.number)
     assert "param.lr" in tags and "metric.test_iou" in tags
@@ -349,9 +349,9 @@ def bad_run_without_checkpoint(tracker, splits):
 def run_with_checkpoint_file(tracker, splits, write) -> str:
     """A run whose params say depth 2, base 4, with `write(path)` as its checkpoint file."""
     run_id = bad_run_without_checkpoint(tracker, splits)[0][1]
-    path = Path.cwd() / CHECKPOINT_FILE
+    path = Path.cwd() / Artifact.CHECKPOINT_FILE
     write(path)
-    tracker.client.log_artifact(run_id, str(path), CHECKPOINT_DIR)
+    tracker.client.log_artifact(run_id, str(path), Artifact.CHECKPOINT_DIR)
     return run_id
 
 

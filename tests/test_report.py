@@ -13,8 +13,8 @@ import pytest
 
 from harness import report
 from harness.cli import run_main
+from harness.names import TrialAttr
 from harness.report.final import TITLE
-from harness.search.objective import RUN_ID_ATTR
 from harness.search.run import SearchOptions, run_search
 from tests.helpers import TINY_SEARCH_SPACE
 
@@ -104,7 +104,7 @@ def test_the_report_has_every_section_and_figure(written, client):
         row = re.search(rf"<tr><td>UNet depth {depth}[^<]*</td>(.*?)</tr>", page).group(1)
         numbers = re.findall(r"<td>([0-9.]+)</td>", row)
         assert len(numbers) == 1 + 6 + 2  # trial, 3 splits x (accuracy, IoU), times
-        run_id = result.study.trials[int(numbers[0])].user_attrs[RUN_ID_ATTR]
+        run_id = result.study.trials[int(numbers[0])].user_attrs[TrialAttr.RUN_ID]
         epoch_times = [m.value for m in client.get_metric_history(run_id, "epoch_time_s")]
         assert numbers[7] == f"{statistics.median(epoch_times):.2f}"
 
@@ -135,7 +135,7 @@ def test_best_trials_of_each_depth_get_their_final_scores_logged(written, client
                 best[depth] = trial
     assert len(best) == 2
     for trial in best.values():
-        metrics = client.get_run(trial.user_attrs[RUN_ID_ATTR]).data.metrics
+        metrics = client.get_run(trial.user_attrs[TrialAttr.RUN_ID]).data.metrics
         for name in ("final_train_iou", "final_val_iou", "test_iou", "test_accuracy"):
             assert 0 <= metrics[name] <= 1
 

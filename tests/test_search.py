@@ -5,16 +5,11 @@ import pytest
 
 from harness.cli import run_main
 from harness.metrics import Scores
-from harness.search.objective import (
-    FAIL_REASON_ATTR,
-    RUN_ID_ATTR,
-    STOP_REASON_ATTR,
-    Objective,
-    RestoredValue,
-)
+from harness.names import Tag, TrialAttr
+from harness.search.objective import Objective, RestoredValue
 from harness.search.run import SearchOptions, main, run_search
 from harness.search.spaces import load_space
-from harness.tracking import Tag, Tracker
+from harness.tracking import Tracker
 from harness.trainer import EpochResult
 from tests.helpers import running_runs, toy_splits
 
@@ -87,7 +82,7 @@ def test_three_trial_study_records_every_trial_in_mlflow(space_file, tracking_ur
     assert len(runs) == 3
     by_id = {r.info.run_id: r for r in runs}
     for trial in trials:
-        run = by_id[trial.user_attrs[RUN_ID_ATTR]]
+        run = by_id[trial.user_attrs[TrialAttr.RUN_ID]]
         assert run.data.tags[Tag.TRIAL_STATE] == trial.state.name
         assert run.data.tags[Tag.TRIAL_NUMBER] == str(trial.number)
         assert run.data.tags[Tag.STUDY] == "three"
@@ -100,7 +95,7 @@ def test_three_trial_study_records_every_trial_in_mlflow(space_file, tracking_ur
         best_so_far = [max(ious[: i + 1]) for i in range(len(ious))]
         reported = [trial.intermediate_values[step] for step in sorted(trial.intermediate_values)]
         assert reported == pytest.approx(best_so_far)
-        assert trial.user_attrs[STOP_REASON_ATTR]
+        assert trial.user_attrs[TrialAttr.STOP_REASON]
         assert run.info.status == "FINISHED"
 
     parent = client.get_run(result.parent_run_id)
@@ -109,7 +104,7 @@ def test_three_trial_study_records_every_trial_in_mlflow(space_file, tracking_ur
     assert parent.data.metrics["study_best_val_iou"] == pytest.approx(result.best_trial.value)
     for split in ("test", "final_train", "final_val"):
         assert 0 <= parent.data.metrics[f"{split}_iou"] <= 1
-    best_run = client.get_run(result.best_trial.user_attrs[RUN_ID_ATTR])
+    best_run = client.get_run(result.best_trial.user_attrs[TrialAttr.RUN_ID])
     assert best_run.data.metrics["test_iou"] == parent.data.metrics["test_iou"]
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
     assert "trials.csv" in artifacts
@@ -193,9 +188,9 @@ def test_a_pruned_trial_is_pruned_in_optuna_and_tagged_in_mlflow(tmp_path, track
     good, slow = study.trials
     assert good.state == optuna.trial.TrialState.COMPLETE
     assert slow.state == optuna.trial.TrialState.PRUNED
-    assert slow.user_attrs[STOP_REASON_ATTR] == "pruned at epoch 3"
+    assert slow.user_attrs[TrialAttr.STOP_REASON] == "pruned at epoch 3"
     assert sorted(slow.intermediate_values) == [1, 2, 3]
-    run = client.get_run(slow.user_attrs[RUN_ID_ATTR])
+    run = client.get_run(slow.user_attrs[TrialAttr.RUN_ID])
     assert run.data.tags[Tag.TRIAL_STATE] == "PRUNED"
     assert run.data.tags[Tag.STOP_REASON] == "pruned at epoch 3"
     assert run.info.status == "FINISHED"
@@ -219,8 +214,8 @@ def test_a_diverging_trial_fails_and_the_study_goes_on(space_file, tracking_uri,
     assert len(study.trials) == 2  # both attempted: the first failure did not stop the study
     for trial in study.trials:
         assert trial.state == optuna.trial.TrialState.FAIL
-        assert "diverged" in trial.user_attrs[FAIL_REASON_ATTR]
-        run = client.get_run(trial.user_attrs[RUN_ID_ATTR])
+        assert "diverged" in trial.user_attrs[TrialAttr.FAIL_REASON]
+        run = client.get_run(trial.user_attrs[TrialAttr.RUN_ID])
         assert run.info.status == "FAILED"
         assert run.data.tags[Tag.TRIAL_STATE] == "FAIL"
         assert "diverged" in run.data.tags[Tag.FAIL_REASON]
@@ -240,7 +235,7 @@ def test_the_search_promotes_its_best_model(space_file, tracking_uri, client):
         )
     )
     champion = client.get_model_version_by_alias("search-best", "champion")
-    assert champion.tags["harness.source_run_id"] == result.best_trial.user_attrs[RUN_ID_ATTR]
+    assert champion.tags["harness.source_run_id"] == result.best_trial.user_attrs[TrialAttr.RUN_ID]
     assert champion.tags["harness.study"] == "promoted"
 
 

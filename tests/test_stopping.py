@@ -10,12 +10,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from harness.cli import EXIT_TERMINATED, run_main
+from harness.names import FINISHED, Metric, Tag, TrialAttr
 from harness.search import run as search
-from harness.search.objective import FAIL_REASON_ATTR, FINISHED, RUN_ID_ATTR
 from harness.search.run import main
 from harness.search.studies import GRACE_HEARTBEATS, make_storage
 from harness.stopping import TERMINATED
-from harness.tracking import Metric, Tag, Tracker
+from harness.tracking import Tracker
 from tests.servers import start_worker
 from tests.test_workers import (
     WORKER_TIMEOUT_S,
@@ -47,8 +47,8 @@ def check_stopped(storage: str, tracking_uri: str, study: str, stopped: int) -> 
     assert [p.info.status for p in parents] == ["KILLED"]
     by_id = {r.info.run_id: r for r in runs}
     for trial in cut:
-        assert trial.user_attrs[FAIL_REASON_ATTR] == TERMINATED
-        run = by_id[trial.user_attrs[RUN_ID_ATTR]]
+        assert trial.user_attrs[TrialAttr.FAIL_REASON] == TERMINATED
+        run = by_id[trial.user_attrs[TrialAttr.RUN_ID]]
         assert run.info.status == "KILLED"
         assert run.data.tags[Tag.FAIL_REASON] == TERMINATED
         assert run.data.tags[Tag.TRIAL_STATE] == "FAIL"
@@ -132,7 +132,7 @@ def test_sigterm_as_a_trial_ends_lets_it_complete_and_starts_no_other(
     [trial] = load_study(storage, "forced").get_trials(deepcopy=False)
     assert trial.state == TrialState.COMPLETE
     parents, [run] = study_runs(MlflowClient(tracking_uri), "forced")
-    assert run.info.run_id == trial.user_attrs[RUN_ID_ATTR]
+    assert run.info.run_id == trial.user_attrs[TrialAttr.RUN_ID]
     assert run.info.status == "FINISHED" and run.data.tags[Tag.TRIAL_STATE] == "COMPLETE"
     assert [p.info.status for p in parents] == ["KILLED"]
 
@@ -147,7 +147,7 @@ def test_sigterm_while_a_dead_workers_trial_is_failed_still_closes_its_run(
     run_id = tracker.start_run(experiment_id, "trial-000", tags={Tag.ROLE: "trial"})
     rdb = make_storage(storage, heartbeat_s=1)
     dead = optuna.create_study(study_name="forced", storage=rdb, direction="maximize").ask()
-    dead.set_user_attr(RUN_ID_ATTR, run_id)
+    dead.set_user_attr(TrialAttr.RUN_ID, run_id)
     rdb.record_heartbeat(dead._trial_id)
     time.sleep(GRACE_HEARTBEATS + 1)
     close_dead_run = search.close_dead_run
@@ -190,7 +190,7 @@ def test_sigterm_during_a_record_write_lets_it_finish_and_stops_at_the_next_epoc
     assert capsys.readouterr().err.strip() == TERMINATED
     [cut] = check_stopped(storage, tracking_uri, "forced", stopped=1)
     history = MlflowClient(tracking_uri).get_metric_history(
-        cut.user_attrs[RUN_ID_ATTR], Metric.VAL_IOU
+        cut.user_attrs[TrialAttr.RUN_ID], Metric.VAL_IOU
     )
     assert [m.step for m in history] == [1]  # written; epoch 2 never started
     assert list(cut.intermediate_values) == [1]

@@ -5,8 +5,9 @@ import torch
 
 from harness.cli import run_main
 from harness.models import UNet
+from harness.names import Metric, Param, Tag
 from harness.runs import train_tracked
-from harness.tracking import Metric, Param, Tag, Tracker, load_checkpoint
+from harness.tracking import Tracker, load_checkpoint
 from harness.train import main
 from harness.trainer import TrainConfig
 from tests.helpers import running_runs, toy_splits

@@ -12,9 +12,10 @@ from sklearn.linear_model import LogisticRegression
 from harness import transfer
 from harness.cli import run_main
 from harness.data import load_splits
+from harness.names import Tag
 from harness.registry import promote_run
 from harness.runs import log_evaluation, train_tracked
-from harness.tracking import Tag, Tracker
+from harness.tracking import Tracker
 from harness.trainer import TrainConfig
 
 DATA, IMAGE_SIZE = "synthetic:96", 32

@@ -17,19 +17,13 @@ from mlflow.tracking import MlflowClient
 from harness.cli import run_main
 from harness.data import load_splits
 from harness.locks import creation_lock, with_installed_driver
+from harness.names import FINISHED, Artifact, Tag, TrialAttr
 from harness.runs import train_tracked
 from harness.search import run as search
-from harness.search.objective import FAIL_REASON_ATTR, FINISHED, RUN_ID_ATTR
-from harness.search.run import (
-    EVALUATED_TRIAL_TAG,
-    SUMMED_UP_TAG,
-    SearchOptions,
-    main,
-    run_search,
-)
+from harness.search.run import SearchOptions, main, run_search
 from harness.search.spaces import load_space
 from harness.search.studies import FINISHED_STATES, GRACE_HEARTBEATS, make_sampler, make_storage
-from harness.tracking import CHECKPOINT_DIR, Tag, Tracker
+from harness.tracking import Tracker
 from tests.servers import (
     free_port,
     postgres_bin_dir,
@@ -109,15 +103,15 @@ def check_shared_study(
     for extra in (t for t in trials if t.state not in FINISHED_STATES):
         # a worker that found the study full failed its new trial before opening a run
         assert extra.state == TrialState.FAIL, extra
-        assert extra.user_attrs[FAIL_REASON_ATTR].startswith("surplus")
-        assert not extra.user_attrs.get(RUN_ID_ATTR)
+        assert extra.user_attrs[TrialAttr.FAIL_REASON].startswith("surplus")
+        assert not extra.user_attrs.get(TrialAttr.RUN_ID)
     # the workers' samplers did not propose the same parameters to each other
     assert len({tuple(sorted(t.params.items())) for t in finished}) == target
 
     parents, runs = study_runs(MlflowClient(tracking_uri), name)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(runs) == target
-    assert {r.info.run_id for r in runs} == {t.user_attrs[RUN_ID_ATTR] for t in finished}
+    assert {r.info.run_id for r in runs} == {t.user_attrs[TrialAttr.RUN_ID] for t in finished}
     assert sorted(int(r.data.tags[Tag.TRIAL_NUMBER]) for r in runs) == sorted(
         t.number for t in finished
     )
@@ -257,7 +251,7 @@ def wait_for_running_trial(storage: str, study: str, number: int, timeout_s: flo
                 if (
                     trial.number == number
                     and trial.state == TrialState.RUNNING
-                    and RUN_ID_ATTR in trial.user_attrs
+                    and TrialAttr.RUN_ID in trial.user_attrs
                     and trial.intermediate_values
                 ):
                     return trial
@@ -284,9 +278,9 @@ def test_a_worker_killed_mid_trial_leaves_a_trial_the_next_run_fails_and_retries
     assert worker.process.returncode == -9, worker.output()
     survivor = load_study(storage, "crash").trials[0]
     assert survivor.state == TrialState.COMPLETE
-    survivor_run = client.get_run(survivor.user_attrs[RUN_ID_ATTR])
-    survivor_artifacts = client.list_artifacts(survivor_run.info.run_id, CHECKPOINT_DIR)
-    dead_run_id = victim.user_attrs[RUN_ID_ATTR]
+    survivor_run = client.get_run(survivor.user_attrs[TrialAttr.RUN_ID])
+    survivor_artifacts = client.list_artifacts(survivor_run.info.run_id, Artifact.CHECKPOINT_DIR)
+    dead_run_id = victim.user_attrs[TrialAttr.RUN_ID]
     assert client.get_run(dead_run_id).info.status == "RUNNING"  # what a crash leaves behind
 
     time.sleep(GRACE_HEARTBEATS * heartbeat_s + 1)  # the dead trial's heartbeat goes stale
@@ -298,31 +292,33 @@ def test_a_worker_killed_mid_trial_leaves_a_trial_the_next_run_fails_and_retries
     kept, dead, retried = trials
     # the completed trial is untouched
     assert (kept.value, kept.datetime_complete) == (survivor.value, survivor.datetime_complete)
-    assert kept.user_attrs[RUN_ID_ATTR] == survivor.user_attrs[RUN_ID_ATTR]
+    assert kept.user_attrs[TrialAttr.RUN_ID] == survivor.user_attrs[TrialAttr.RUN_ID]
     # the dead trial is retried with its parameters, in a new run
     assert dead.number == victim.number and dead.params == victim.params
     assert retried.params == victim.params
     assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retried) == 1
-    assert retried.user_attrs[RUN_ID_ATTR] != dead_run_id
+    assert retried.user_attrs[TrialAttr.RUN_ID] != dead_run_id
 
     parents, runs = study_runs(client, "crash")  # nothing RUNNING
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     by_id = {r.info.run_id: r for r in runs}
-    assert set(by_id) == {t.user_attrs[RUN_ID_ATTR] for t in (kept, retried)} | {dead_run_id}
+    assert set(by_id) == {t.user_attrs[TrialAttr.RUN_ID] for t in (kept, retried)} | {dead_run_id}
     dead_run = by_id[dead_run_id]
     assert dead_run.info.status == "FAILED"
     assert dead_run.data.tags[Tag.TRIAL_STATE] == "FAIL"
     assert "worker died" in dead_run.data.tags[Tag.FAIL_REASON]
     for trial in (kept, retried):
-        run = by_id[trial.user_attrs[RUN_ID_ATTR]]
+        run = by_id[trial.user_attrs[TrialAttr.RUN_ID]]
         assert run.info.status == "FINISHED" and run.data.tags[Tag.TRIAL_STATE] == "COMPLETE"
-    kept_run = by_id[kept.user_attrs[RUN_ID_ATTR]]
+    kept_run = by_id[kept.user_attrs[TrialAttr.RUN_ID]]
     assert kept_run.info.end_time == survivor_run.info.end_time
     # (being the best trial, it has since gained its test scores; nothing it had changed)
     assert survivor_run.data.metrics.items() <= kept_run.data.metrics.items()
     assert survivor_run.data.params == kept_run.data.params
     assert survivor_run.data.tags.items() <= kept_run.data.tags.items()
-    assert client.list_artifacts(kept_run.info.run_id, CHECKPOINT_DIR) == survivor_artifacts
+    assert (
+        client.list_artifacts(kept_run.info.run_id, Artifact.CHECKPOINT_DIR) == survivor_artifacts
+    )
     assert survivor_artifacts and survivor_artifacts[0].file_size > 0
 
 
@@ -403,7 +399,7 @@ def test_the_summary_is_of_the_best_trial_when_it_ends_while_this_worker_waits(
         tracker.experiment_id("late"), "trial-000", tags={Tag.ROLE: "trial", Tag.STUDY: "late"}
     )
     train_tracked(tracker, run_id, config, load_splits(DATA, 32), torch.device("cpu"))
-    other.set_user_attr(RUN_ID_ATTR, run_id)
+    other.set_user_attr(TrialAttr.RUN_ID, run_id)
     lock, calls = search.creation_lock, []
 
     def other_worker_finishes_first(url, *args, **kwargs):
@@ -422,5 +418,5 @@ def test_the_summary_is_of_the_best_trial_when_it_ends_while_this_worker_waits(
     parents, _ = study_runs(MlflowClient(tracking_uri), "late")
     tags = parents[0].data.tags
     assert tags["best.trial_number"] == "0"
-    assert tags[EVALUATED_TRIAL_TAG] == "0"
-    assert tags[SUMMED_UP_TAG] == "2 finished, best 0"
+    assert tags[Tag.EVALUATED_TRIAL] == "0"
+    assert tags[Tag.SUMMED_UP] == "2 finished, best 0"

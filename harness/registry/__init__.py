@@ -59,15 +59,8 @@ from torch import nn
 from harness.errors import HarnessError, first_line
 from harness.metrics import PairedDifference, paired_bootstrap
 from harness.models import UNet
-from harness.tracking import (
-    CHECKPOINT_DIR,
-    CHECKPOINT_FILE,
-    Metric,
-    Param,
-    Tag,
-    Tracker,
-    final_metric,
-)
+from harness.names import Artifact, Metric, Param, Tag, final_metric
+from harness.tracking import Tracker
 
 DEFAULT_REGISTERED_MODEL = "harness-unet"
 CHAMPION = "champion"
@@ -222,9 +215,14 @@ def read_source(tracker: Tracker, run_id: str) -> SourceRun:
         )
     except ValueError:
         raise HarnessError(f"run {run_id} has non-integer model params") from None
-    names = {a.path for a in _call(lambda: tracker.client.list_artifacts(run_id, CHECKPOINT_DIR))}
-    if f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}" not in names:
-        raise HarnessError(f"run {run_id} has no checkpoint ({CHECKPOINT_DIR}/{CHECKPOINT_FILE})")
+    names = {
+        a.path
+        for a in _call(lambda: tracker.client.list_artifacts(run_id, Artifact.CHECKPOINT_DIR))
+    }
+    if f"{Artifact.CHECKPOINT_DIR}/{Artifact.CHECKPOINT_FILE}" not in names:
+        raise HarnessError(
+            f"run {run_id} has no checkpoint ({Artifact.CHECKPOINT_DIR}/{Artifact.CHECKPOINT_FILE})"
+        )
     score = metrics[SCORE_METRIC]
     if not math.isfinite(score):
         raise HarnessError(f"run {run_id} has a non-finite {SCORE_METRIC}: {score}")

@@ -32,6 +32,7 @@ from harness.cli import positive_int, run_main
 from harness.data import Splits, load_splits
 from harness.devices import resolve_device
 from harness.errors import HarnessError
+from harness.names import Param, StudyAttr
 from harness.report.document import HTML_FILE, MARKDOWN_FILE, write_report
 from harness.report.final import final_section
 from harness.report.sections import (
@@ -45,8 +46,8 @@ from harness.report.sections import (
     predictions_section,
     pruning_section,
 )
-from harness.search.studies import DEFAULT_STORAGE, PARENT_RUN_ATTR, load_study
-from harness.tracking import DEFAULT_TRACKING_URI, Param, Tracker
+from harness.search.studies import DEFAULT_STORAGE, load_study
+from harness.tracking import DEFAULT_TRACKING_URI, Tracker
 
 REPORT_ARTIFACT_DIR = "report"
 MAX_RUNS = 50_000  # MLflow's own cap on one search
@@ -99,7 +100,7 @@ def read_study(tracker: Tracker, storage_url: str, name: str) -> StudyRecord:
     study = load_study(storage_url, name)
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         raise HarnessError(f"study {name!r} has no completed trial: nothing to report")
-    parent_run_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    parent_run_id = study.user_attrs.get(StudyAttr.PARENT_RUN)
     if parent_run_id is None:
         raise HarnessError(
             f"study {name!r} has no MLflow parent run: was it run by harness.search?"

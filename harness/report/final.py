@@ -5,9 +5,10 @@ import math
 import tempfile
 from pathlib import Path
 
+from harness.names import Artifact, Metric, Role, stage_epochs_metric
 from harness.report.document import Section, Table
-from harness.search.confirm import CONFIRMATION_CSV, figures
-from harness.tracking import Metric, Role, Tracker
+from harness.search.confirm import figures
+from harness.tracking import Tracker
 
 TITLE = "Confirmation and refit: the winner over seeds"
 
@@ -15,10 +16,10 @@ TITLE = "Confirmation and refit: the winner over seeds"
 def read_rows(tracker: Tracker, parent_run_id: str) -> list[dict[str, str]] | None:
     """The parent run's confirmation.csv; None when the study had no final stage."""
     names = {a.path for a in tracker.client.list_artifacts(parent_run_id)}
-    if CONFIRMATION_CSV not in names:
+    if Artifact.CONFIRMATION_CSV not in names:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        path = tracker.client.download_artifacts(parent_run_id, CONFIRMATION_CSV, tmp)
+        path = tracker.client.download_artifacts(parent_run_id, Artifact.CONFIRMATION_CSV, tmp)
         with open(Path(path), newline="") as file:
             return list(csv.DictReader(file))
 
@@ -66,7 +67,8 @@ def final_section(tracker: Tracker, parent_run_id: str, metric: str) -> Section 
             f"{float(refit[0]['test_iou']):.4f}. This is the registered model."
         )
     stages = [
-        (stage, metrics.get(f"epochs_{stage}")) for stage in ("search", Role.CONFIRM, Role.REFIT)
+        (stage, metrics.get(stage_epochs_metric(stage)))
+        for stage in ("search", Role.CONFIRM, Role.REFIT)
     ]
     compute = ", ".join(f"{stage} {int(n)}" for stage, n in stages if n is not None)
     total = sum(int(n) for _, n in stages if n is not None)

@@ -25,19 +25,10 @@ from harness.figures.study import (
 )
 from harness.figures.style import png_bytes
 from harness.metrics import Scores, per_image_iou
+from harness.names import EPOCH_METRICS, SCORES, SPLITS, Metric, Param, TrialAttr, final_metric
 from harness.report.document import Block, Image, Section, Table
 from harness.runs import evaluate_splits, load_run_model, run_dtype
-from harness.search.objective import RUN_ID_ATTR, STOP_REASON_ATTR
-from harness.tracking import (
-    EPOCH_METRICS,
-    SCORES,
-    SPLITS,
-    Metric,
-    Param,
-    Tracker,
-    final_metric,
-    split_metrics,
-)
+from harness.tracking import Tracker, split_metrics
 from harness.trainer import EpochResult, StopReason, predict_masks
 
 # Parameters in the order the original report discussed them; others follow by name.
@@ -62,7 +53,7 @@ class StudyRecord:
         return self.study.get_trials(deepcopy=False, states=states)
 
     def run_of(self, trial: FrozenTrial):
-        return self.runs.get(trial.user_attrs.get(RUN_ID_ATTR, ""))
+        return self.runs.get(trial.user_attrs.get(TrialAttr.RUN_ID, ""))
 
     def best_of(self, trials: list[FrozenTrial]) -> FrozenTrial:
         return (max if self.maximize else min)(trials, key=lambda t: t.value)
@@ -216,7 +207,7 @@ def comparison_section(
                 *(_format_text(c.run.data.params.get(p, "")) for p in shown_params),
                 str(len(c.trial.intermediate_values)),
                 _metric(c.run, Metric.BEST_EPOCH, "{:.0f}"),
-                c.trial.user_attrs.get(STOP_REASON_ATTR, ""),
+                c.trial.user_attrs.get(TrialAttr.STOP_REASON, ""),
             ]
         )
     return Section(
@@ -331,7 +322,7 @@ def parameters_section(record: StudyRecord) -> Section:
 def trial_ending(trial: FrozenTrial) -> str:
     if trial.state == TrialState.PRUNED:
         return "pruned"
-    if trial.user_attrs.get(STOP_REASON_ATTR) == StopReason.EARLY_STOPPED:
+    if trial.user_attrs.get(TrialAttr.STOP_REASON) == StopReason.EARLY_STOPPED:
         return "early stopped"
     return "ran all epochs"
 
@@ -404,7 +395,7 @@ def predictions_section(
     record: StudyRecord, splits: Splits, device: torch.device, samples: int, worst: int
 ) -> Section:
     best = record.study.best_trial
-    model = mlflow_call(load_run_model, record.tracker, best.user_attrs[RUN_ID_ATTR], device)
+    model = mlflow_call(load_run_model, record.tracker, best.user_attrs[TrialAttr.RUN_ID], device)
     test = splits.test
     predictions = predict_masks(model, test.images, device)
     ious = per_image_iou(predictions, test.masks)

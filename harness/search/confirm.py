@@ -34,33 +34,27 @@ from tqdm import tqdm
 from harness.data import Splits
 from harness.devices import device_for_trial
 from harness.locks import creation_lock
-from harness.runs import load_run_model, log_evaluation, train_tracked
-from harness.search.objective import (
-    BEST_EPOCH_ATTR,
+from harness.names import (
     COMPLETE,
-    EPOCHS_RUN_ATTR,
     FAIL,
-    FAIL_REASON_ATTR,
     FAILED,
+    FINAL_STUDY_SUFFIX,
     FINISHED,
     KILLED,
-    RUN_ID_ATTR,
-    trial_value,
+    TEST_IOU,
+    Metric,
+    Role,
+    Tag,
+    TrialAttr,
+    confirmed_metric,
 )
+from harness.runs import load_run_model, log_evaluation, train_tracked
+from harness.search.objective import trial_value
 from harness.search.spaces import SearchSpace
 from harness.stopping import STOP_REASONS, stop_reason
-from harness.tracking import Metric, Role, Tag, Tracker, final_metric
-
-FINAL_STUDY_SUFFIX = ".final"
-CONFIRMATION_CSV = "confirmation.csv"  # on the parent run: one row per run of the final stage
-TEST_IOU = final_metric("test", "iou")
+from harness.tracking import Tracker
 
 # user attributes of a job's trial: what it trains
-JOB_ROLE_ATTR = "role"  # Role.CONFIRM or Role.REFIT
-JOB_TRIAL_ATTR = "trial_number"  # the study's trial whose configuration it trains
-JOB_SEED_ATTR = "seed"
-JOB_EPOCHS_ATTR = "epochs"  # the epoch budget; a refit trains exactly this many
-TEST_IOU_ATTR = TEST_IOU
 
 
 @dataclass(frozen=True)
@@ -87,22 +81,22 @@ class Job:
 
     def attrs(self) -> dict[str, object]:
         return {
-            JOB_ROLE_ATTR: self.role,
-            JOB_TRIAL_ATTR: self.trial_number,
-            JOB_SEED_ATTR: self.seed,
-            JOB_EPOCHS_ATTR: self.epochs,
+            TrialAttr.JOB_ROLE: self.role,
+            TrialAttr.JOB_TRIAL: self.trial_number,
+            TrialAttr.JOB_SEED: self.seed,
+            TrialAttr.JOB_EPOCHS: self.epochs,
         }
 
     @classmethod
     def of(cls, trial: FrozenTrial | optuna.Trial) -> "Job | None":
         attrs = trial.user_attrs
-        if JOB_ROLE_ATTR not in attrs:
+        if TrialAttr.JOB_ROLE not in attrs:
             return None  # a trial Optuna created when no job was left waiting
         return cls(
-            attrs[JOB_ROLE_ATTR],
-            attrs[JOB_TRIAL_ATTR],
-            attrs[JOB_SEED_ATTR],
-            attrs[JOB_EPOCHS_ATTR],
+            attrs[TrialAttr.JOB_ROLE],
+            attrs[TrialAttr.JOB_TRIAL],
+            attrs[TrialAttr.JOB_SEED],
+            attrs[TrialAttr.JOB_EPOCHS],
         )
 
 
@@ -185,8 +179,8 @@ class FinalResult:
 
 def job_epochs(trial: FrozenTrial) -> int:
     """Epochs a trial of either study trained: recorded when complete, else its last report."""
-    if EPOCHS_RUN_ATTR in trial.user_attrs:
-        return int(trial.user_attrs[EPOCHS_RUN_ATTR])
+    if TrialAttr.EPOCHS_RUN in trial.user_attrs:
+        return int(trial.user_attrs[TrialAttr.EPOCHS_RUN])
     return max(trial.intermediate_values, default=0)
 
 
@@ -219,7 +213,7 @@ class JobRunner:
             },
             parent_run_id=self.parent_run_id,
         )
-        trial.set_user_attr(RUN_ID_ATTR, run_id)
+        trial.set_user_attr(TrialAttr.RUN_ID, run_id)
         try:
             device = device_for_trial(self.device, trial.number)
             fit = train_tracked(
@@ -236,18 +230,18 @@ class JobRunner:
             scores = log_evaluation(self.tracker, run_id, fit.model, self.splits, device, names)
         except KeyboardInterrupt as stop:
             reason = stop_reason(stop)
-            trial.set_user_attr(FAIL_REASON_ATTR, reason)
+            trial.set_user_attr(TrialAttr.FAIL_REASON, reason)
             self._end(run_id, FAIL, KILLED, {Tag.FAIL_REASON: reason})
             raise
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"
-            trial.set_user_attr(FAIL_REASON_ATTR, reason)
+            trial.set_user_attr(TrialAttr.FAIL_REASON, reason)
             self._end(run_id, FAIL, FAILED, {Tag.FAIL_REASON: reason})
             tqdm.write(f"{job.role} of trial {job.trial_number} failed: {reason}", file=sys.stderr)
             raise
-        trial.set_user_attr(TEST_IOU_ATTR, scores["test"].iou)
-        trial.set_user_attr(BEST_EPOCH_ATTR, fit.best_epoch)
-        trial.set_user_attr(EPOCHS_RUN_ATTR, fit.epochs_run)
+        trial.set_user_attr(TrialAttr.TEST_IOU, scores["test"].iou)
+        trial.set_user_attr(TrialAttr.BEST_EPOCH, fit.best_epoch)
+        trial.set_user_attr(TrialAttr.EPOCHS_RUN, fit.epochs_run)
         self._end(run_id, COMPLETE, FINISHED, {})
         return scores["test"].iou if refit else trial_value(fit, self.space.study.metric)
 
@@ -354,7 +348,9 @@ class FinalStage:
         if any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in trials):
             return "active"
         # a reason other than an interruption is the run's own failure (e.g. diverged)
-        reasons = [t.user_attrs.get(FAIL_REASON_ATTR) for t in trials if t.state == TrialState.FAIL]
+        reasons = [
+            t.user_attrs.get(TrialAttr.FAIL_REASON) for t in trials if t.state == TrialState.FAIL
+        ]
         if any(reason not in (None, *STOP_REASONS) for reason in reasons):
             return "done"
         return "missing"
@@ -422,7 +418,7 @@ class FinalStage:
         return out
 
     def _trial_run(self, trial: FrozenTrial) -> Run:
-        tracker, run_id = self.runner.tracker, trial.user_attrs[RUN_ID_ATTR]
+        tracker, run_id = self.runner.tracker, trial.user_attrs[TrialAttr.RUN_ID]
         metrics = tracker.client.get_run(run_id).data.metrics
         if TEST_IOU not in metrics:
             device = device_for_trial(self.runner.device, trial.number)
@@ -434,8 +430,8 @@ class FinalStage:
             self.seed + trial.number,
             trial.value,
             metrics[TEST_IOU],
-            int(trial.user_attrs[BEST_EPOCH_ATTR]),
-            int(trial.user_attrs[EPOCHS_RUN_ATTR]),
+            int(trial.user_attrs[TrialAttr.BEST_EPOCH]),
+            int(trial.user_attrs[TrialAttr.EPOCHS_RUN]),
             run_id,
         )
 
@@ -469,10 +465,10 @@ def job_run(role: str, job: Job, trial: FrozenTrial) -> Run:
         role,
         job.seed,
         trial.value,
-        attrs[TEST_IOU_ATTR],
-        int(attrs[BEST_EPOCH_ATTR]),
-        int(attrs[EPOCHS_RUN_ATTR]),
-        attrs[RUN_ID_ATTR],
+        attrs[TrialAttr.TEST_IOU],
+        int(attrs[TrialAttr.BEST_EPOCH]),
+        int(attrs[TrialAttr.EPOCHS_RUN]),
+        attrs[TrialAttr.RUN_ID],
     )
 
 
@@ -484,12 +480,11 @@ def result_metrics(result: FinalResult, metric: str) -> dict[str, float]:
     mean IoU over its runs and the refit model's."""
     out: dict[str, float] = {}
     for confirmed in result.confirmed:
-        prefix = f"confirm_t{confirmed.trial.number:03d}"
         for name, values in ((metric, confirmed.values), (TEST_IOU, confirmed.test_ious)):
             mean, sd = mean_sd(values)
-            out[f"{prefix}_{name}_mean"] = mean
+            out[confirmed_metric(confirmed.trial.number, name, "mean")] = mean
             if math.isfinite(sd):
-                out[f"{prefix}_{name}_sd"] = sd
+                out[confirmed_metric(confirmed.trial.number, name, "sd")] = sd
     mean, sd = mean_sd(result.winner.test_ious)
     out[Metric.WINNER_TRIAL] = result.winner.trial.number
     out[Metric.WINNER_TEST_IOU_MEAN] = mean

@@ -9,32 +9,17 @@ import sys
 from dataclasses import dataclass
 
 import optuna
-from mlflow.entities import RunStatus
 from tqdm import tqdm
 
 from harness.data import Splits
 from harness.devices import device_for_trial
+from harness.names import COMPLETE, FAIL, FAILED, FINISHED, KILLED, PRUNED, Tag, TrialAttr
 from harness.runs import train_tracked
 from harness.search.spaces import SearchSpace
 from harness.search.studies import is_surplus
 from harness.stopping import stop_reason
-from harness.tracking import Tag, Tracker, epoch_metrics
+from harness.tracking import Tracker, epoch_metrics
 from harness.trainer import EpochResult, FitResult
-
-# Optuna user attributes: how each side finds the other, and why a trial ended.
-RUN_ID_ATTR = "mlflow_run_id"
-STOP_REASON_ATTR = "stop_reason"
-FAIL_REASON_ATTR = "fail_reason"
-BEST_EPOCH_ATTR = "best_epoch"
-EPOCHS_RUN_ATTR = "epochs_run"
-
-COMPLETE = optuna.trial.TrialState.COMPLETE.name
-PRUNED = optuna.trial.TrialState.PRUNED.name
-FAIL = optuna.trial.TrialState.FAIL.name
-
-FINISHED = RunStatus.to_string(RunStatus.FINISHED)
-FAILED = RunStatus.to_string(RunStatus.FAILED)
-KILLED = RunStatus.to_string(RunStatus.KILLED)
 
 
 def pruned_reason(epoch: int) -> str:
@@ -64,9 +49,9 @@ class Objective:
         if self.target_trials is not None and is_surplus(
             trial.study, trial.number, self.target_trials
         ):
-            trial.set_user_attr(FAIL_REASON_ATTR, "surplus: the study already has its trials")
-            if RUN_ID_ATTR in trial.user_attrs:  # a retry inherits its dead trial's run id
-                trial.set_user_attr(RUN_ID_ATTR, "")
+            trial.set_user_attr(TrialAttr.FAIL_REASON, "surplus: the study already has its trials")
+            if TrialAttr.RUN_ID in trial.user_attrs:  # a retry inherits its dead trial's run id
+                trial.set_user_attr(TrialAttr.RUN_ID, "")
             trial.study.stop()
             raise SurplusTrialError(f"study has {self.target_trials} trials")
         config = self.space.suggest(
@@ -82,7 +67,7 @@ class Objective:
             },
             parent_run_id=self.parent_run_id,
         )
-        trial.set_user_attr(RUN_ID_ATTR, run_id)
+        trial.set_user_attr(TrialAttr.RUN_ID, run_id)
         metric = self.space.study.metric
         restored = RestoredValue(metric)
 
@@ -106,23 +91,23 @@ class Objective:
             )
         except optuna.TrialPruned as pruned:
             self._end(trial, run_id, PRUNED, FINISHED, {Tag.STOP_REASON: str(pruned)})
-            trial.set_user_attr(STOP_REASON_ATTR, str(pruned))
+            trial.set_user_attr(TrialAttr.STOP_REASON, str(pruned))
             raise
         except KeyboardInterrupt as stop:
             reason = stop_reason(stop)
             self._end(trial, run_id, FAIL, KILLED, {Tag.FAIL_REASON: reason})
-            trial.set_user_attr(FAIL_REASON_ATTR, reason)
+            trial.set_user_attr(TrialAttr.FAIL_REASON, reason)
             raise
         except Exception as error:
             reason = f"{type(error).__name__}: {error}"
             self._end(trial, run_id, FAIL, FAILED, {Tag.FAIL_REASON: reason})
-            trial.set_user_attr(FAIL_REASON_ATTR, reason)
+            trial.set_user_attr(TrialAttr.FAIL_REASON, reason)
             tqdm.write(f"trial {trial.number} failed: {reason}", file=sys.stderr)
             raise
         value = trial_value(fit, metric)
-        trial.set_user_attr(STOP_REASON_ATTR, fit.stop_reason)
-        trial.set_user_attr(BEST_EPOCH_ATTR, fit.best_epoch)
-        trial.set_user_attr(EPOCHS_RUN_ATTR, fit.epochs_run)
+        trial.set_user_attr(TrialAttr.STOP_REASON, fit.stop_reason)
+        trial.set_user_attr(TrialAttr.BEST_EPOCH, fit.best_epoch)
+        trial.set_user_attr(TrialAttr.EPOCHS_RUN, fit.epochs_run)
         self._end(trial, run_id, COMPLETE, FINISHED, {})
         return value
 

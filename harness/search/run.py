@@ -23,10 +23,22 @@ from harness.data import DEFAULT_SPEC, load_splits
 from harness.devices import resolve_device
 from harness.errors import HarnessError
 from harness.locks import creation_lock
+from harness.names import (
+    FAIL,
+    FAILED,
+    FINISHED,
+    KILLED,
+    Artifact,
+    Param,
+    Role,
+    StudyAttr,
+    Tag,
+    TrialAttr,
+    stage_epochs_metric,
+)
 from harness.registry import DEFAULT_REGISTERED_MODEL, promote_run
 from harness.runs import load_run_model, log_evaluation
 from harness.search.confirm import (
-    CONFIRMATION_CSV,
     FinalResult,
     FinalSettings,
     FinalStage,
@@ -35,13 +47,12 @@ from harness.search.confirm import (
     result_metrics,
     result_rows,
 )
-from harness.search.objective import FAIL, FAILED, FINISHED, KILLED, RUN_ID_ATTR, Objective
+from harness.search.objective import Objective
 from harness.search.spaces import DEFAULT_SPACE, PRUNERS, load_space
 from harness.search.studies import (
     DEFAULT_HEARTBEAT_S,
     DEFAULT_STORAGE,
     FINISHED_STATES,
-    PARENT_RUN_ATTR,
     enqueue_known,
     finished_trials,
     make_pruner,
@@ -51,16 +62,7 @@ from harness.search.studies import (
 )
 from harness.search.summary import log_study_summary, top_trials_table
 from harness.stopping import raise_if_stopping, stops_deferred
-from harness.tracking import (
-    DEFAULT_TRACKING_URI,
-    Tag,
-    Tracker,
-    check_reachable,
-    split_metrics,
-)
-
-EVALUATED_TRIAL_TAG = "harness.evaluated_trial"
-SUMMED_UP_TAG = "harness.summed_up"  # the study state the parent run's summary is of
+from harness.tracking import DEFAULT_TRACKING_URI, Tracker, check_reachable, split_metrics
 
 
 @dataclass(frozen=True)
@@ -122,11 +124,11 @@ def run_search(options: SearchOptions) -> SearchResult:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // options.n_jobs))
 
     identity = {
-        "space": space.name,
-        "dataset": splits.spec,
-        "dataset_fingerprint": splits.fingerprint,
-        "image_size": image_size,
-        "max_epochs": max_epochs,
+        Param.SPACE: space.name,
+        Param.DATASET: splits.spec,
+        Param.DATASET_FINGERPRINT: splits.fingerprint,
+        Param.IMAGE_SIZE: image_size,
+        Param.MAX_EPOCHS: max_epochs,
     }
     tracker = Tracker(options.tracking_uri)
     storage = make_storage(
@@ -229,7 +231,7 @@ def run_search(options: SearchOptions) -> SearchResult:
                     if final is not None:
                         outcome = final.result()
                         log_final(tracker, parent_run_id, final, outcome, settings.metric)
-                    tracker.log(parent_run_id, tags={SUMMED_UP_TAG: mark})
+                    tracker.log(parent_run_id, tags={Tag.SUMMED_UP: mark})
                 tracker.end_run(parent_run_id, FINISHED)
     except KeyboardInterrupt:
         tracker.end_run(parent_run_id, KILLED)
@@ -248,7 +250,9 @@ def run_search(options: SearchOptions) -> SearchResult:
     if options.promote and last_worker:
         maximize = settings.direction == "maximize"
         run_id = (
-            best.user_attrs[RUN_ID_ATTR] if outcome is None else outcome.registered_run_id(maximize)
+            best.user_attrs[TrialAttr.RUN_ID]
+            if outcome is None
+            else outcome.registered_run_id(maximize)
         )
         promote_run(
             tracker, run_id, options.registered_model, min_improvement=options.min_improvement
@@ -262,28 +266,30 @@ def parent_run(tracker: Tracker, experiment_id: str, study: optuna.Study, identi
     Workers starting together may each create one; all of them then keep the oldest and the
     others delete their own, so every worker ends up on the same run.
     """
-    run_id = study.user_attrs.get(PARENT_RUN_ATTR)
+    run_id = study.user_attrs.get(StudyAttr.PARENT_RUN)
     if run_id is None:
         mine = tracker.start_run(
-            experiment_id, study.study_name, tags={Tag.ROLE: "study", Tag.STUDY: study.study_name}
+            experiment_id,
+            study.study_name,
+            tags={Tag.ROLE: Role.STUDY, Tag.STUDY: study.study_name},
         )
         candidates = tracker.client.search_runs(
-            [experiment_id], filter_string=f"tags.`{Tag.ROLE}` = 'study'"
+            [experiment_id], filter_string=f"tags.`{Tag.ROLE}` = '{Role.STUDY}'"
         )
         run_id = min(candidates, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id
         if run_id != mine:
             tracker.client.delete_run(mine)
         else:
-            tags = {Tag.DATASET_FINGERPRINT: identity["dataset_fingerprint"]}
+            tags = {Tag.DATASET_FINGERPRINT: identity[Param.DATASET_FINGERPRINT]}
             tracker.log(run_id, params=identity, tags=tags)
-            study.set_user_attr(PARENT_RUN_ATTR, run_id)
+            study.set_user_attr(StudyAttr.PARENT_RUN, run_id)
     tracker.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
     return run_id
 
 
 def close_dead_run(tracker: Tracker, trial: optuna.trial.FrozenTrial) -> None:
     """A killed worker's trial: its MLflow run must not stay RUNNING (mlflow#5963)."""
-    run_id = trial.user_attrs.get(RUN_ID_ATTR)
+    run_id = trial.user_attrs.get(TrialAttr.RUN_ID)
     if run_id is None:
         return
     tracker.log(run_id, tags={Tag.TRIAL_STATE: FAIL, Tag.FAIL_REASON: "worker died (no heartbeat)"})
@@ -303,7 +309,7 @@ def summed_up(tracker: Tracker, parent_run_id: str, mark: str) -> bool:
     again. A re-run after the last worker died before summing up does it.
     """
     parent = tracker.client.get_run(parent_run_id)
-    return parent.data.tags.get(SUMMED_UP_TAG) == mark
+    return parent.data.tags.get(Tag.SUMMED_UP) == mark
 
 
 def summary_mark(study: optuna.Study, best, final: FinalSettings | None) -> str:
@@ -319,9 +325,9 @@ def log_final(
     tracker: Tracker, parent_run_id: str, final: FinalStage, outcome: FinalResult, metric: str
 ) -> None:
     """The confirmation and refit figures and each stage's epochs on the parent run."""
-    epochs = {f"epochs_{stage}": n for stage, n in final.epochs().items()}
+    epochs = {stage_epochs_metric(stage): n for stage, n in final.epochs().items()}
     tracker.log(parent_run_id, {**result_metrics(outcome, metric), **epochs})
-    tracker.log_table(parent_run_id, result_rows(outcome), CONFIRMATION_CSV)
+    tracker.log_table(parent_run_id, result_rows(outcome), Artifact.CONFIRMATION_CSV)
 
 
 def format_epochs(epochs: dict[str, int]) -> str:
@@ -339,12 +345,12 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 def evaluate_best(tracker: Tracker, parent_run_id: str, best, splits, device: torch.device) -> None:
     """Score the best trial's restored weights on every split, once per best trial."""
     parent = tracker.client.get_run(parent_run_id)
-    if parent.data.tags.get(EVALUATED_TRIAL_TAG) == str(best.number):
+    if parent.data.tags.get(Tag.EVALUATED_TRIAL) == str(best.number):
         return
-    run_id = best.user_attrs[RUN_ID_ATTR]
+    run_id = best.user_attrs[TrialAttr.RUN_ID]
     model = load_run_model(tracker, run_id, device)
     scores = log_evaluation(tracker, run_id, model, splits, device)
-    tracker.log(parent_run_id, split_metrics(scores), tags={EVALUATED_TRIAL_TAG: best.number})
+    tracker.log(parent_run_id, split_metrics(scores), tags={Tag.EVALUATED_TRIAL: best.number})
     print(f"best trial {best.number} on the whole splits:")
     print(f"{'split':<6} {'accuracy':>9} {'mean IoU':>9} {'fg IoU':>8}")
     for split, s in scores.items():

@@ -9,6 +9,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness.errors import HarnessError
 from harness.locks import creation_lock, redacted, sqlite_path, with_installed_driver
+from harness.names import StudyAttr
 from harness.search.spaces import StudySettings
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -22,9 +23,6 @@ FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 # Study user attributes that must not change when a study is resumed: trials trained on other
 # data or for another epoch budget would not be comparable.
-IDENTITY_ATTRS = ("space", "dataset", "dataset_fingerprint", "image_size", "max_epochs")
-PARENT_RUN_ATTR = "mlflow_parent_run_id"
-ENQUEUED_ATTR = "enqueued"  # the space's [[enqueue]] configurations the study has been given
 
 
 def make_sampler(settings: StudySettings, seed: int) -> optuna.samplers.BaseSampler:
@@ -167,12 +165,12 @@ def enqueue_known(study: optuna.Study, configurations) -> None:
     Called under the creation lock, so that workers starting together enqueue each once; a
     configuration added to the space file later is enqueued when the study is resumed.
     """
-    given = study.user_attrs.get(ENQUEUED_ATTR, [])
+    given = study.user_attrs.get(StudyAttr.ENQUEUED, [])
     missing = [params for params in configurations if params not in given]
     for params in missing:
         study.enqueue_trial(params)
     if missing:
-        study.set_user_attr(ENQUEUED_ATTR, [*given, *missing])
+        study.set_user_attr(StudyAttr.ENQUEUED, [*given, *missing])
 
 
 def finished_trials(study: optuna.Study) -> int:

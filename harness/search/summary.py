@@ -7,11 +7,8 @@ import optuna
 
 from harness.figures import style
 from harness.figures.study import STUDY_FIGURES, completed
-from harness.search.objective import RUN_ID_ATTR, STOP_REASON_ATTR
-from harness.tracking import Tracker, study_best_metric
-
-TRIALS_CSV = "trials.csv"
-BEST_PARAM_TAG_PREFIX = "best."  # params are immutable in MLflow, and the best changes on resume
+from harness.names import Artifact, Metric, Tag, TrialAttr, study_best_metric, trials_metric
+from harness.tracking import Tracker
 
 
 def log_study_summary(
@@ -21,11 +18,11 @@ def log_study_summary(
         best = study.best_trial
         tracker.log(
             parent_run_id,
-            metrics={study_best_metric(metric): best.value, "best_trial": best.number},
+            metrics={study_best_metric(metric): best.value, Metric.BEST_TRIAL: best.number},
             tags={
-                **{f"{BEST_PARAM_TAG_PREFIX}{k}": v for k, v in best.params.items()},
-                "best.trial_number": best.number,
-                "best.run_id": best.user_attrs.get(RUN_ID_ATTR, ""),
+                **{f"{Tag.BEST_PARAM_PREFIX}{k}": v for k, v in best.params.items()},
+                Tag.BEST_TRIAL_NUMBER: best.number,
+                Tag.BEST_RUN_ID: best.user_attrs.get(TrialAttr.RUN_ID, ""),
             },
         )
     counts = {state.name.lower(): 0 for state in optuna.trial.TrialState}
@@ -33,10 +30,10 @@ def log_study_summary(
         counts[trial.state.name.lower()] += 1
     tracker.log(
         parent_run_id,
-        metrics={f"trials_{state}": n for state, n in counts.items() if state != "waiting"},
+        metrics={trials_metric(state): n for state, n in counts.items() if state != "waiting"},
     )
     with tempfile.TemporaryDirectory() as tmp:
-        csv = Path(tmp) / TRIALS_CSV
+        csv = Path(tmp) / Artifact.TRIALS_CSV
         study.trials_dataframe().to_csv(csv, index=False)
         tracker.client.log_artifact(parent_run_id, str(csv))
     for name, plot in STUDY_FIGURES.items():
@@ -58,7 +55,7 @@ def top_trials_table(study: optuna.Study, metric: str, count: int = 5) -> str:
             f"{t.value:.4f}",
             *(_format(t.params.get(p)) for p in params),
             str(len(t.intermediate_values)),
-            t.user_attrs.get(STOP_REASON_ATTR, ""),
+            t.user_attrs.get(TrialAttr.STOP_REASON, ""),
         ]
         for t in ranked[:count]
     ]
