@@ -3,8 +3,8 @@
 import optuna
 import pytest
 
-from harness import confirm
-from harness.names import FINAL_STUDY_SUFFIX, Metric, Role, Tag, TrialAttr
+from harness.names import FINAL_STUDY_SUFFIX, Artifact, Metric, Role, Tag, TrialAttr
+from harness.search import confirm
 from harness.search.confirm import confirm_seed
 from harness.search.run import SearchOptions, run_search
 from tests.helpers import running_runs
@@ -110,7 +110,7 @@ def test_top_trials_are_confirmed_and_the_winner_refit_and_registered(
     assert parent[Metric.REFIT_TEST_IOU] == refit.data.metrics["test_iou"]
     assert parent["epochs_confirm"] == sum(r.data.metrics["epochs_run"] for r in confirmations)
     artifacts = {a.path for a in client.list_artifacts(result.parent_run_id)}
-    assert confirm.CONFIRMATION_CSV in artifacts
+    assert Artifact.CONFIRMATION_CSV in artifacts
 
     champion = client.get_model_version_by_alias("model-confirmed", "champion")
     assert champion.run_id == refit.info.run_id

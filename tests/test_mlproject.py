@@ -12,8 +12,9 @@ from mlflow.projects._project_spec import load_project
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from harness import promote, search, train
+from harness import promote, train
 from harness.names import Tag
+from harness.search import run as search
 from tests.servers import stop_group, worker_env
 
 PROJECT = Path(__file__).resolve().parent.parent / "mlproject"
@@ -224,7 +225,7 @@ def test_mlflow_run_leaves_one_run_tree(tmp_path):
         if run.data.tags[Tag.ROLE] == "project":
             assert run.data.tags["mlflow.source.type"] == "PROJECT"
             continue
-        assert run.data.tags["mlflow.source.name"].endswith("harness/search.py")
+        assert run.data.tags["mlflow.source.name"].endswith("harness/search/__main__.py")
         assert run.data.tags["mlflow.source.type"] == "LOCAL"
         assert run.data.tags["mlflow.user"]
         commit = subprocess.run(["git", "-C", str(PROJECT), "rev-parse", "HEAD"],
