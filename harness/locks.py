@@ -9,10 +9,14 @@ first one creates it while the others wait:
 - a PostgreSQL database: a session-level advisory lock in that database (released when the
   connection ends, so it too goes with a killed worker);
 - anything else (MySQL, files, servers): no lock.
+
+The lock is re-entrant within a thread: code that holds it may call code that takes it (e.g.
+failing stale trials, whose callback takes it too).
 """
 
 import fcntl
 import importlib.util
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +29,8 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+")
 ADVISORY_LOCK_KEY = 0x6861726E657373  # "harness"
 CONNECT_TIMEOUT_S = 10
 LOCK_TIMEOUT_S = 600
+
+_held = threading.local()  # the URLs whose lock this thread holds
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -58,6 +64,20 @@ def redacted(url: str) -> str:
 @contextmanager
 def creation_lock(url: str, what: str = "database") -> Iterator[None]:
     """Hold the store's creation lock; `what` names the store in error messages."""
+    held = _held.__dict__.setdefault("urls", set())
+    if url in held:
+        yield
+        return
+    held.add(url)
+    try:
+        with _lock(url, what):
+            yield
+    finally:
+        held.discard(url)
+
+
+@contextmanager
+def _lock(url: str, what: str) -> Iterator[None]:
     if url.startswith(POSTGRES_SCHEMES):
         with _advisory_lock(url, what):
             yield

@@ -6,6 +6,7 @@ stopped by their fixtures.
 """
 
 import signal
+import threading
 import time
 from dataclasses import replace
 
@@ -320,6 +321,44 @@ def test_a_worker_killed_mid_trial_leaves_a_trial_the_next_run_fails_and_retries
         client.list_artifacts(kept_run.info.run_id, Artifact.CHECKPOINT_DIR) == survivor_artifacts
     )
     assert survivor_artifacts and survivor_artifacts[0].file_size > 0
+
+
+def test_a_stale_trial_two_workers_both_fail_is_retried_once(tmp_path):
+    """SQLite has no row locks: two workers can both find a dead worker's trial stale, both fail
+    it and both run the stale-trial callback. Forced here by running the callback twice: the
+    trial is retried (and its run closed) once, so its parameters are not trained twice."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    closed = []
+    storage = make_storage(url, heartbeat_s=1, on_dead_trial=closed.append)
+    study = optuna.create_study(study_name="stale", storage=storage, direction="maximize")
+    trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})
+    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # what each worker did
+    failed = study.get_trials()[0]
+    dead_trial = storage.get_heartbeat_stale_trial_callback()
+    dead_trial(study, failed)  # the first worker
+    dead_trial(study, failed)  # the second, which had also seen the trial RUNNING
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.params for t in waiting] == [failed.params]
+    assert [t.number for t in closed] == [failed.number]
+
+
+def test_the_creation_lock_is_reentrant_in_its_thread_and_excludes_others(tmp_path):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    inside = []
+
+    def other_thread():
+        with creation_lock(url):
+            inside.append("other")
+
+    with creation_lock(url):
+        with creation_lock(url):  # e.g. failing stale jobs under the lock, whose callback locks
+            inside.append("nested")
+        other = threading.Thread(target=other_thread)
+        other.start()
+        other.join(timeout=0.5)
+        assert inside == ["nested"]  # the other thread waits for the lock
+    other.join(timeout=30)
+    assert inside == ["nested", "other"]
 
 
 # --- unreachable servers: one line, non-zero exit, before any training ----------------------

@@ -97,13 +97,21 @@ def make_storage(
     on_dead_trial: Callable[[FrozenTrial], None] | None = None,
 ) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats: a killed worker's trial is failed, `on_dead_trial` is told
-    (to close its MLflow run) and the trial is retried with the same parameters."""
+    (to close its MLflow run) and the trial is retried with the same parameters, once.
+
+    Two workers may both fail the same stale trial: SQLite has no row locks, so both see it
+    RUNNING and both run this callback. Under the storage's lock, the second finds the first's
+    retry and does nothing; else the study would train those parameters twice.
+    """
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
     def dead_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        if on_dead_trial is not None:
-            on_dead_trial(trial)
-        retry(study, trial)
+        with creation_lock(url):
+            if is_retried(study, trial):
+                return
+            if on_dead_trial is not None:
+                on_dead_trial(trial)
+            retry(study, trial)
 
     engine_kwargs = (
         {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}} if url.startswith("sqlite") else {}
@@ -124,6 +132,12 @@ def make_storage(
     except Exception as error:  # SQLAlchemy's OperationalError and friends
         reason = str(error).strip().splitlines()[0]
         raise HarnessError(f"cannot open Optuna storage {redacted(url)!r}: {reason}") from None
+
+
+def is_retried(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Whether a retry of `trial` is in the study: a trial whose retry history ends with it."""
+    history = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history
+    return any(history(other)[-1:] == [trial.number] for other in study.get_trials(deepcopy=False))
 
 
 def open_study(
