@@ -28,7 +28,7 @@ from common import as_tensors, bare_epochs, steady
 
 from harness.cli import quiet_libraries
 from harness.data import load_splits
-from harness.search.run import SearchOptions, run_search
+from harness.search import SearchOptions, run_search
 from harness.search.studies import FINISHED_STATES
 from harness.trainer import TrainConfig, autocast_dtype, fit
 

@@ -25,7 +25,7 @@ from common import machine
 
 from harness.cli import quiet_libraries
 from harness.data import load_splits
-from harness.search.run import SearchOptions, run_search
+from harness.search import SearchOptions, run_search
 from harness.search.spaces import load_space
 
 

@@ -13,7 +13,7 @@ trainer runs), and once the others have exited and the grace period (4 heartbeat
 passed, the command is run once more, as docs/scaling.md says to. Then `--wide` workers on
 PostgreSQL, the same way.
 
-What the workers run is the real command (`run_main(harness.search.main, argv)`: its storage
+What the workers run is the real command (`run_main(harness.search.command.main, argv)`: its storage
 locks, parent run, surplus check, heartbeats, stale-trial retries, tracking, summary and the
 best trial's evaluation) around a trainer that sleeps instead of training: each epoch sleeps
 `--epoch-s` and reports made-up scores that depend on the parameters (two epochs a trial), and
@@ -78,7 +78,8 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 import harness.figures.training  # noqa: E402
 import harness.runs  # noqa: E402
-import harness.search  # noqa: E402
+import harness.search.command  # noqa: E402
+import harness.search.run  # noqa: E402
 import harness.search.summary  # noqa: E402
 import harness.tracking  # noqa: E402
 from harness.cli import quiet_libraries, run_main  # noqa: E402
@@ -188,14 +189,14 @@ def worker(argv: list[str], folder: str, log: str, epoch_s: float) -> None:
     )
     harness.tracking.Tracker.log_figure = lambda *args, **kwargs: None
     harness.search.summary.STUDY_FIGURES.clear()
-    summarise = harness.search.log_study_summary
+    summarise = harness.search.run.log_study_summary
 
     def counted_summary(*args, **kwargs):
         summarise(*args, **kwargs)
         print(SUMMARY_LINE, flush=True)
 
-    harness.search.log_study_summary = counted_summary
-    sys.exit(run_main(harness.search.main, argv))
+    harness.search.run.log_study_summary = counted_summary
+    sys.exit(run_main(harness.search.command.main, argv))
 
 
 # --- the benchmark ---------------------------------------------------------------------------

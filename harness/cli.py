@@ -7,14 +7,17 @@ bug and keeps its traceback.
 """
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
 import sys
 import warnings
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from harness.errors import HarnessError
+from harness.names import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
 from harness.stopping import INTERRUPTED, TERMINATED, Terminated, stops_handled
 
 EXIT_USAGE = 2
@@ -57,11 +60,129 @@ DATA_HELP = (
     "or folder:PATH (images/ and masks/ paired by file stem)"
 )
 DEVICE_HELP = "auto, cpu, cuda or cuda:N"
+TRACKING_URI_HELP = "MLflow tracking URI: a database URL or an http(s) server"
+CACHE_DIR_HELP = "decoded-data cache (default $HARNESS_CACHE_DIR or ~/.cache/harness)"
+MIN_IMPROVEMENT_HELP = (
+    "the per-image test IoU difference over the champion whose 90%% bootstrap interval's lower "
+    "end a challenger must exceed to take the champion alias"
+)
 PRECISION_HELP = "autocast dtype; auto = bf16 where the CPU or GPU does it natively, else fp32"
 COMPILE_HELP = (
     "run training through torch.compile: a fixed start-up cost per training (about 30 s on "
     "2 CPU cores) that pays off only for long trainings; see the README's Performance section"
 )
+
+
+# --- options: a dataclass field that is also its command's flag, declared once ----------------
+
+FLAG = "harness.flag"  # a field's metadata key: its flag strings and argparse keywords
+Options = TypeVar("Options")
+
+
+def option(*flags: str, default: Any = None, group: str | None = None, **argparse_kwargs) -> Any:
+    """A field of a command's options dataclass and the flag that sets it.
+
+    The flag's destination is the field's name and its default the field's, so the dataclass is
+    the one place a command's options are declared: `add_options` puts them on a parser and
+    `options_from` reads them back (a switch such as `--no-promote` sets `promote: bool = True`
+    with `action="store_false"`). A flag without a dash is a positional argument.
+    """
+    return dataclasses.field(default=default, metadata={FLAG: (flags, group, argparse_kwargs)})
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in the help, except a switch's, which would only say True or False."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def parser_for(
+    prog: str, description: str, options: type, groups: dict[str, str] | None = None
+) -> argparse.ArgumentParser:
+    """A command's parser with its options dataclass's flags, in field order and in their
+    argument groups (`groups`: a group's description by its title)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=HelpFormatter
+    )
+    descriptions = groups or {}
+    containers: dict[str | None, Any] = {None: parser}
+    for field in dataclasses.fields(options):
+        if FLAG not in field.metadata:
+            continue
+        flags, group, kwargs = field.metadata[FLAG]
+        if group not in containers:
+            containers[group] = parser.add_argument_group(group, descriptions.get(group))
+        if flags[0].startswith("-"):
+            kwargs = {"dest": field.name, **kwargs}
+        else:  # positional: argparse names it by its one string
+            flags = (field.name,)
+        if kwargs.get("required"):
+            containers[group].add_argument(*flags, **kwargs)
+        else:
+            containers[group].add_argument(*flags, default=field.default, **kwargs)
+    return parser
+
+
+def options_from(options: type[Options], args: argparse.Namespace, **values) -> Options:
+    """The options dataclass filled from parsed arguments; `values` sets fields that are not
+    flags (or overrides them)."""
+    for field in dataclasses.fields(options):
+        if FLAG in field.metadata:
+            values.setdefault(field.name, getattr(args, field.name))
+    return options(**values)
+
+
+# The options several commands share, each spelled here once.
+
+
+def tracking_uri_option(**kwargs) -> Any:
+    return option("--tracking-uri", default=DEFAULT_TRACKING_URI, help=TRACKING_URI_HELP, **kwargs)
+
+
+def storage_option(help: str = "Optuna storage URL", **kwargs) -> Any:
+    return option("--storage", default=DEFAULT_STORAGE, help=help, **kwargs)
+
+
+def data_option(default: str | None, help: str | None = None, **kwargs) -> Any:
+    return option("--data", default=default, help=help or DATA_HELP, **kwargs)
+
+
+def image_size_option(default: int | None, help: str, **kwargs) -> Any:
+    return option("--image-size", type=positive_int, default=default, help=help, **kwargs)
+
+
+def cache_dir_option(**kwargs) -> Any:
+    return option("--cache-dir", help=CACHE_DIR_HELP, **kwargs)
+
+
+def device_option(help: str = DEVICE_HELP, **kwargs) -> Any:
+    return option("--device", default="auto", help=help, **kwargs)
+
+
+def precision_option(**kwargs) -> Any:
+    precisions = ("auto", "fp32", "bf16", "fp16")  # trainer.PRECISIONS, which needs torch
+    return option("--precision", default="auto", choices=precisions, help=PRECISION_HELP, **kwargs)
+
+
+def compile_option(**kwargs) -> Any:
+    return option("--compile", default=False, action="store_true", help=COMPILE_HELP, **kwargs)
+
+
+def force_option(**kwargs) -> Any:
+    return option(
+        "--force",
+        default=False,
+        action="store_true",
+        help="make it the champion whatever the comparison says",
+        **kwargs,
+    )
+
+
+def min_improvement_option(**kwargs) -> Any:
+    return option("--min-improvement", type=float, default=0.0, help=MIN_IMPROVEMENT_HELP, **kwargs)
 
 
 def add_data_flags(parser, *, default: str, image_size_default: int | None, image_size_help: str):

@@ -6,6 +6,10 @@ keeps this module, `trainer.TrainConfig`, the space files and that page in agree
 module imports nothing, so that any part of the harness can use it.
 """
 
+# where the stores are when no flag says otherwise: files in the working directory
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+
 
 class Param:
     """MLflow params. The hyperparameters are spelled as `TrainConfig`'s fields and the space
@@ -125,7 +129,6 @@ class Tag:
     DATASET_FINGERPRINT = "harness.dataset_fingerprint"
     VERSION = "harness.version"  # the package version that made the run
     # on a study's parent run
-    EVALUATED_TRIAL = "harness.evaluated_trial"  # the best trial whose test scores it holds
     SUMMED_UP = "harness.summed_up"  # the study state the parent run's summary is of
     # the best trial's params, as tags: params are immutable in MLflow, the best changes on resume
     BEST_PARAM_PREFIX = "best."

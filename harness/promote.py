@@ -13,8 +13,8 @@ import sys
 
 from harness.cli import add_promotion_flags, run_main
 from harness.errors import HarnessError
+from harness.names import DEFAULT_STORAGE
 from harness.registry import DEFAULT_REGISTERED_MODEL, Promotion, promote_run
-from harness.search.studies import DEFAULT_STORAGE
 from harness.tracking import DEFAULT_TRACKING_URI, Tracker
 
 

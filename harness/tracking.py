@@ -51,6 +51,7 @@ from harness.locks import creation_lock, sqlite_path
 from harness.metrics import Scores
 from harness.names import (
     DATASET_CONTEXTS,
+    DEFAULT_TRACKING_URI,
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
     PRUNED_NAME_SUFFIX,
@@ -62,8 +63,6 @@ from harness.names import (
     Tag,
     final_metric,
 )
-
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 
 def epoch_metrics(result) -> dict[str, float]:

@@ -4,9 +4,8 @@ import optuna
 import pytest
 
 from harness.names import FINAL_STUDY_SUFFIX, Artifact, Metric, Role, Tag, TrialAttr
-from harness.search import confirm
+from harness.search import SearchOptions, confirm, run_search
 from harness.search.confirm import confirm_seed
-from harness.search.run import SearchOptions, run_search
 from tests.helpers import running_runs
 
 DATA = "synthetic:48"

@@ -14,7 +14,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from harness import promote, train
 from harness.names import Tag
-from harness.search import run as search
+from harness.search import command as search
 from tests.servers import stop_group, worker_env
 
 PROJECT = Path(__file__).resolve().parent.parent / "mlproject"
@@ -69,8 +69,8 @@ def test_entry_point_parameters_are_the_command_s_flags_with_its_defaults(entry_
     assert {flag_of(name) for name in parameters} == set(actions)
     for name, parameter in parameters.items():
         action, default = actions[flag_of(name)], parameter.default
-        if name in BOOLEANS:  # the flag is off by default
-            assert action.default is False
+        if name in BOOLEANS:  # a switch, not given by default
+            assert action.nargs == 0, name
             assert str(default) != BOOLEANS[name][1], name
         elif name in DERIVED or action.default is None:
             assert default == "", name
@@ -115,7 +115,7 @@ def test_the_search_command_passes_the_given_values_and_leaves_empty_ones_out(tm
     args = search.build_parser().parse_args(argv)
 
     assert args.trials == 3 and args.study == "my study" and args.max_epochs == 2
-    assert args.no_promote and not args.no_progress
+    assert args.promote is False and args.progress_bar is True  # --no-promote, no --no-progress
     assert args.image_size is None and args.timeout is None and args.pruner is None
     # the store `mlflow run` records into, the study beside it, run from there (./mlruns)
     assert args.tracking_uri == f"sqlite:///{team}/mlflow.db"

@@ -28,8 +28,8 @@ from harness.names import PRUNED_NAME_SUFFIX, Metric, Tag, TrialAttr, study_best
 from harness.report import command as report
 from harness.report.sections import run_history
 from harness.runs import load_run_model, log_evaluation
+from harness.search import SearchOptions, run_search
 from harness.search.objective import Objective
-from harness.search.run import SearchOptions, run_search
 from harness.search.spaces import load_space
 from harness.search.summary import log_study_summary
 from harness.tracking import Tracker

@@ -29,7 +29,7 @@ from harness.registry import (
     promote_run,
 )
 from harness.runs import log_evaluation, train_tracked
-from harness.search.run import SearchOptions, run_search
+from harness.search import SearchOptions, run_search
 from harness.tracking import Tracker
 from harness.trainer import TrainConfig
 from tests.helpers import toy_splits

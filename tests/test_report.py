@@ -15,7 +15,7 @@ from harness.cli import run_main
 from harness.names import TrialAttr
 from harness.report import command as report
 from harness.report.final import TITLE
-from harness.search.run import SearchOptions, run_search
+from harness.search import SearchOptions, run_search
 from tests.helpers import TINY_SEARCH_SPACE
 
 SECTIONS = (

@@ -6,8 +6,9 @@ import pytest
 from harness.cli import run_main
 from harness.metrics import Scores
 from harness.names import Tag, TrialAttr
+from harness.search import SearchOptions, run_search
+from harness.search.command import main
 from harness.search.objective import Objective, RestoredValue
-from harness.search.run import SearchOptions, main, run_search
 from harness.search.spaces import load_space
 from harness.tracking import Tracker
 from harness.trainer import EpochResult

@@ -2,7 +2,7 @@ import optuna
 import pytest
 
 from harness.cli import run_main
-from harness.search.run import main
+from harness.search.command import main
 from harness.search.spaces import SpaceError, load_space
 from harness.search.studies import make_pruner
 from harness.trainer import TrainConfig

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from harness.cli import EXIT_TERMINATED, run_main
 from harness.names import FINISHED, Metric, Tag, TrialAttr
 from harness.search import run as search
-from harness.search.run import main
+from harness.search.command import main
 from harness.search.studies import GRACE_HEARTBEATS, make_storage
 from harness.stopping import TERMINATED
 from harness.tracking import Tracker

@@ -32,7 +32,7 @@ from harness.cli import positive_int, run_main
 from harness.data import Splits, load_splits
 from harness.devices import resolve_device
 from harness.errors import HarnessError
-from harness.names import Param, StudyAttr
+from harness.names import DEFAULT_STORAGE, Param, StudyAttr
 from harness.report.document import HTML_FILE, MARKDOWN_FILE, write_report
 from harness.report.final import final_section
 from harness.report.sections import (
@@ -46,7 +46,7 @@ from harness.report.sections import (
     predictions_section,
     pruning_section,
 )
-from harness.search.studies import DEFAULT_STORAGE, load_study
+from harness.search.studies import load_study
 from harness.tracking import DEFAULT_TRACKING_URI, Tracker
 
 REPORT_ARTIFACT_DIR = "report"

@@ -1,6 +1,6 @@
 import sys
 
 from harness.cli import run_main
-from harness.search.run import main
+from harness.search.command import main
 
 sys.exit(run_main(main))

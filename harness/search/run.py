@@ -1,25 +1,29 @@
-"""`python -m harness.search`: an Optuna study over the shared trainer, recorded in MLflow.
+"""One worker's part of a search: the steps every worker of a study takes, in order.
 
-Re-running the same command resumes the study and runs only the trials that are missing.
+Any number of workers (processes, machines) may run the same command on one study; each does:
+
+1. `Search.prepare`: read the space and the data, check the device and the tracking server;
+2. `Search.open`: under the storage's lock, open the study (created by the first worker,
+   refused on other data or settings) and its one parent run, and enqueue the space's known
+   configurations;
+3. `Search.run_trials`: trials until the study has its number of finished trials;
+4. `Search.run_final_stage`: confirmation and refit jobs, once no trial runs;
+5. `Search.sum_up`: under the lock, the worker that finds nothing running and the parent run's
+   mark not of the study as it is now sums the study up (summary, the best trial's test
+   scores, confirmation figures), sets the mark and ends the parent run;
+6. that worker registers the model (`Search.promote`).
+
+Re-running the command resumes the study: only the missing trials and jobs run, and a study
+already summed up is not summed up again.
 """
 
-import argparse
 import os
-import sys
 from dataclasses import dataclass
 
 import optuna
 import torch
-from mlflow.entities import RunStatus
 
-from harness.cli import (
-    add_compute_flags,
-    add_data_flags,
-    add_promotion_flags,
-    positive_int,
-    run_main,
-)
-from harness.data import DEFAULT_SPEC, load_splits
+from harness.data import Splits, load_splits
 from harness.devices import resolve_device
 from harness.errors import HarnessError
 from harness.locks import creation_lock
@@ -28,6 +32,7 @@ from harness.names import (
     FAILED,
     FINISHED,
     KILLED,
+    RUNNING,
     Artifact,
     Param,
     Role,
@@ -36,7 +41,7 @@ from harness.names import (
     TrialAttr,
     stage_epochs_metric,
 )
-from harness.registry import DEFAULT_REGISTERED_MODEL, promote_run
+from harness.registry import promote_run
 from harness.runs import load_run_model, log_evaluation
 from harness.search.confirm import (
     FinalResult,
@@ -48,10 +53,9 @@ from harness.search.confirm import (
     result_rows,
 )
 from harness.search.objective import Objective
-from harness.search.spaces import DEFAULT_SPACE, PRUNERS, load_space
+from harness.search.options import SearchOptions
+from harness.search.spaces import SearchSpace, load_space
 from harness.search.studies import (
-    DEFAULT_HEARTBEAT_S,
-    DEFAULT_STORAGE,
     FINISHED_STATES,
     enqueue_known,
     finished_trials,
@@ -61,43 +65,8 @@ from harness.search.studies import (
     open_study,
 )
 from harness.search.summary import log_study_summary, top_trials_table
-from harness.stopping import raise_if_stopping, stops_deferred
-from harness.tracking import DEFAULT_TRACKING_URI, Tracker, check_reachable, split_metrics
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    trials: int = 50
-    space: str = DEFAULT_SPACE
-    data: str = DEFAULT_SPEC
-    image_size: int | None = None  # None: the space file's
-    max_epochs: int | None = None  # None: the space file's
-    pruner: str | None = None  # None: the space file's
-    study: str | None = None  # None: the space file's name
-    storage: str = DEFAULT_STORAGE
-    tracking_uri: str = DEFAULT_TRACKING_URI
-    seed: int = 0
-    n_jobs: int = 1
-    timeout: float | None = None
-    device: str = "auto"
-    heartbeat_s: int = DEFAULT_HEARTBEAT_S
-    precision: str = "auto"
-    compile_model: bool = False
-    cache_dir: str | None = None
-    registered_model: str = DEFAULT_REGISTERED_MODEL
-    promote: bool = True
-    min_improvement: float = 0.0
-    confirm: bool = True
-    confirm_top: int = FinalSettings.confirm_top
-    confirm_seeds: int = FinalSettings.confirm_seeds
-    refit: bool = True
-    progress_bar: bool = True
-
-    @property
-    def final(self) -> FinalSettings:
-        return FinalSettings(
-            self.confirm_top if self.confirm else 0, self.confirm_seeds, self.refit
-        )
+from harness.stopping import raise_if_stopping
+from harness.tracking import Tracker, check_reachable, split_metrics
 
 
 @dataclass
@@ -110,154 +79,211 @@ class SearchResult:
 
 
 def run_search(options: SearchOptions) -> SearchResult:
-    space = load_space(options.space)
-    settings = space.study
-    image_size = options.image_size or settings.image_size
-    pruner_name = options.pruner or settings.pruner
-    study_name = options.study or space.name
-    resolve_device(options.device)  # fail now on a device that is not there
-    check_reachable(options.tracking_uri)
-    splits = load_splits(options.data, image_size, cache_dir=options.cache_dir)
-    max_epochs = options.max_epochs or settings.epochs(len(splits.train))
-    if options.n_jobs > 1:
-        # trials run in threads: share the cores out instead of oversubscribing them
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // options.n_jobs))
-
-    identity = {
-        Param.SPACE: space.name,
-        Param.DATASET: splits.spec,
-        Param.DATASET_FINGERPRINT: splits.fingerprint,
-        Param.IMAGE_SIZE: image_size,
-        Param.MAX_EPOCHS: max_epochs,
-    }
-    tracker = Tracker(options.tracking_uri)
-    storage = make_storage(
-        options.storage,
-        options.heartbeat_s,
-        on_dead_trial=lambda trial: close_dead_run(tracker, trial),
-    )
-    # Workers starting together take turns to create the study and its parent run.
-    with creation_lock(options.storage):
-        study = open_study(
-            study_name,
-            storage,
-            settings,
-            identity,
-            sampler=make_sampler(settings, options.seed),
-            pruner=make_pruner(pruner_name, settings, max_epochs),
-        )
-        if finished_trials(study) < options.trials:
-            enqueue_known(study, space.enqueue)
-        experiment_id = tracker.experiment_id(study_name)
-        parent_run_id = parent_run(tracker, experiment_id, study, identity)
-    tracker.log_dataset_inputs(parent_run_id, splits)
-    tracker.adopt_project_run(parent_run_id)
-    optuna.storages.fail_stale_trials(study)  # trials of killed workers: fail and retry them
-    print(f"study {study_name!r}: {finished_trials(study)} of {options.trials} trials finished")
-    print(
-        f"data {splits.spec}: {len(splits.train)} train, {len(splits.val)} val, {len(splits.test)} test at {image_size}px"
-    )
-
-    objective = Objective(
-        space,
-        splits,
-        tracker,
-        experiment_id,
-        parent_run_id,
-        study_name,
-        max_epochs,
-        options.seed,
-        options.device,
-        target_trials=options.trials,
-        precision=options.precision,
-        compile_model=options.compile_model,
-    )
-    missing = options.trials - finished_trials(study)
+    search = Search.prepare(options)
+    search.open()
     try:
         raise_if_stopping()  # one that came while the study was opened
-        if missing > 0:
-            study.optimize(
-                objective,
-                n_trials=missing,
-                timeout=options.timeout,
-                n_jobs=options.n_jobs,
-                catch=(Exception,),
-                callbacks=[
-                    optuna.study.MaxTrialsCallback(options.trials, states=FINISHED_STATES),
-                    raise_if_stopping,  # a stop that came during a trial's bookkeeping
-                ],
-                show_progress_bar=options.progress_bar,
-            )
-        best = best_trial(study)
-        final = None
-        if best is not None and options.final.enabled:
-            runner = JobRunner(
-                space,
-                study,
-                splits,
-                tracker,
-                experiment_id,
-                parent_run_id,
-                options.device,
-                precision=options.precision,
-                compile_model=options.compile_model,
-            )
-            final = FinalStage(
-                study,
-                storage,
-                options.storage,
-                options.final,
-                options.seed,
-                max_epochs,
-                runner,
-                options.n_jobs,
-            )
-            if not trials_running(study):  # else the worker of the last running trial does
-                final.work()
-        # With several workers on one study, exactly one sums it up: the last to finish.
-        last_worker, outcome = False, None
-        with creation_lock(options.storage):
-            # else the worker of the last running trial or job does
-            if not trials_running(study) and (final is None or final.settled()):
-                # read again: trials of other workers may have ended since this one's did
-                best = best_trial(study)
-                mark = summary_mark(study, best, options.final if final else None)
-                last_worker = not summed_up(tracker, parent_run_id, mark)
-                if last_worker:
-                    log_study_summary(tracker, parent_run_id, study, settings.metric)
-                    if best is not None:
-                        device = resolve_device(options.device)
-                        evaluate_best(tracker, parent_run_id, best, splits, device)
-                    if final is not None:
-                        outcome = final.result()
-                        log_final(tracker, parent_run_id, final, outcome, settings.metric)
-                    tracker.log(parent_run_id, tags={Tag.SUMMED_UP: mark})
-                tracker.end_run(parent_run_id, FINISHED)
+        search.run_trials()
+        search.run_final_stage()
+        summed_up = search.sum_up()
     except KeyboardInterrupt:
-        tracker.end_run(parent_run_id, KILLED)
+        search.end_parent_run(KILLED)
         raise
     except BaseException:
-        tracker.end_run(parent_run_id, FAILED)
+        search.end_parent_run(FAILED)
         raise
-    print_outcome(study, settings.metric, tracker, experiment_id)
-    if best is None:
-        raise HarnessError(
-            f"no trial of study {study_name!r} completed; see the fail reasons in MLflow"
+    search.print_outcome()
+    if summed_up and options.promote:
+        search.promote()
+    return search.result()
+
+
+class Search:
+    """The study, its parent run and this worker's view of them; see the module's steps."""
+
+    def __init__(self, options: SearchOptions, space: SearchSpace, splits: Splits, image_size: int):
+        self.options, self.space, self.splits = options, space, splits
+        self.settings = space.study
+        self.name = options.study or space.name
+        self.max_epochs = options.max_epochs or self.settings.epochs(len(splits.train))
+        self.identity = {
+            Param.SPACE: space.name,
+            Param.DATASET: splits.spec,
+            Param.DATASET_FINGERPRINT: splits.fingerprint,
+            Param.IMAGE_SIZE: image_size,
+            Param.MAX_EPOCHS: self.max_epochs,
+        }
+        self.tracker = Tracker(options.tracking_uri)
+        self.storage = make_storage(
+            options.storage,
+            options.heartbeat_s,
+            on_dead_trial=lambda trial: close_dead_run(self.tracker, trial),
         )
-    if outcome is not None:
-        print(format_result(outcome, settings.metric))
-        print(format_epochs(final.epochs()))
-    if options.promote and last_worker:
-        maximize = settings.direction == "maximize"
-        run_id = (
-            best.user_attrs[TrialAttr.RUN_ID]
-            if outcome is None
-            else outcome.registered_run_id(maximize)
+        self.study: optuna.Study | None = None
+        self.experiment_id = self.parent_run_id = ""
+        self.final: FinalStage | None = None
+        self.best: optuna.trial.FrozenTrial | None = None
+        self.outcome: FinalResult | None = None
+
+    @classmethod
+    def prepare(cls, options: SearchOptions) -> "Search":
+        space = load_space(options.space)
+        image_size = options.image_size or space.study.image_size
+        resolve_device(options.device)  # fail now on a device that is not there
+        check_reachable(options.tracking_uri)
+        splits = load_splits(options.data, image_size, cache_dir=options.cache_dir)
+        if options.n_jobs > 1:
+            # trials run in threads: share the cores out instead of oversubscribing them
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // options.n_jobs))
+        return cls(options, space, splits, image_size)
+
+    def open(self) -> None:
+        options, settings = self.options, self.settings
+        # Workers starting together take turns to create the study and its parent run.
+        with creation_lock(options.storage):
+            self.study = open_study(
+                self.name,
+                self.storage,
+                settings,
+                self.identity,
+                sampler=make_sampler(settings, options.seed),
+                pruner=make_pruner(options.pruner or settings.pruner, settings, self.max_epochs),
+            )
+            if finished_trials(self.study) < options.trials:
+                enqueue_known(self.study, self.space.enqueue)
+            self.experiment_id = self.tracker.experiment_id(self.name)
+            self.parent_run_id = parent_run(
+                self.tracker, self.experiment_id, self.study, self.identity
+            )
+        self.tracker.log_dataset_inputs(self.parent_run_id, self.splits)
+        self.tracker.adopt_project_run(self.parent_run_id)
+        optuna.storages.fail_stale_trials(
+            self.study
+        )  # trials of killed workers: fail and retry them
+        print(
+            f"study {self.name!r}: {finished_trials(self.study)} of {options.trials} trials finished"
         )
+        splits = self.splits
+        print(
+            f"data {splits.spec}: {len(splits.train)} train, {len(splits.val)} val, "
+            f"{len(splits.test)} test at {self.identity[Param.IMAGE_SIZE]}px"
+        )
+
+    def run_trials(self) -> None:
+        options = self.options
+        missing = options.trials - finished_trials(self.study)
+        if missing <= 0:
+            return
+        objective = Objective(
+            self.space,
+            self.splits,
+            self.tracker,
+            self.experiment_id,
+            self.parent_run_id,
+            self.name,
+            self.max_epochs,
+            options.seed,
+            options.device,
+            target_trials=options.trials,
+            precision=options.precision,
+            compile_model=options.compile_model,
+        )
+        self.study.optimize(
+            objective,
+            n_trials=missing,
+            timeout=options.timeout,
+            n_jobs=options.n_jobs,
+            catch=(Exception,),
+            callbacks=[
+                optuna.study.MaxTrialsCallback(options.trials, states=FINISHED_STATES),
+                raise_if_stopping,  # a stop that came during a trial's bookkeeping
+            ],
+            show_progress_bar=options.progress_bar,
+        )
+
+    def run_final_stage(self) -> None:
+        options = self.options
+        if best_trial(self.study) is None or not options.final.enabled:
+            return
+        runner = JobRunner(
+            self.space,
+            self.study,
+            self.splits,
+            self.tracker,
+            self.experiment_id,
+            self.parent_run_id,
+            options.device,
+            precision=options.precision,
+            compile_model=options.compile_model,
+        )
+        self.final = FinalStage(
+            self.study,
+            self.storage,
+            options.storage,
+            options.final,
+            options.seed,
+            self.max_epochs,
+            runner,
+            options.n_jobs,
+        )
+        if not trials_running(self.study):  # else the worker of the last running trial does
+            self.final.work()
+
+    def sum_up(self) -> bool:
+        """Sum the study up if this worker is the one to; whether it was."""
+        tracker, parent_run_id = self.tracker, self.parent_run_id
+        self.best = best_trial(self.study)
+        with creation_lock(self.options.storage):
+            if trials_running(self.study) or (self.final is not None and not self.final.settled()):
+                return False  # the worker of the last running trial or job sums up
+            # read again: trials of other workers may have ended since this one's did
+            self.best = best_trial(self.study)
+            mark = summary_mark(self.study, self.best, self.final and self.options.final)
+            last_worker = not summed_up(tracker, parent_run_id, mark)
+            if last_worker:
+                log_study_summary(tracker, parent_run_id, self.study, self.settings.metric)
+                if self.best is not None:
+                    device = resolve_device(self.options.device)
+                    evaluate_best(tracker, parent_run_id, self.best, self.splits, device)
+                if self.final is not None:
+                    self.outcome = self.final.result()
+                    log_final(
+                        tracker, parent_run_id, self.final, self.outcome, self.settings.metric
+                    )
+                tracker.log(parent_run_id, tags={Tag.SUMMED_UP: mark})
+            self.end_parent_run(FINISHED)
+        return last_worker
+
+    def end_parent_run(self, status: str) -> None:
+        self.tracker.end_run(self.parent_run_id, status)
+
+    def print_outcome(self) -> None:
+        print_outcome(self.study, self.settings.metric, self.tracker, self.experiment_id)
+        if self.best is None:
+            raise HarnessError(
+                f"no trial of study {self.name!r} completed; see the fail reasons in MLflow"
+            )
+        if self.outcome is not None:
+            print(format_result(self.outcome, self.settings.metric))
+            print(format_epochs(self.final.epochs()))
+
+    def promote(self) -> None:
+        """Register the winner (the refit model, else the best trial's) and decide the alias."""
+        if self.outcome is None:
+            run_id = self.best.user_attrs[TrialAttr.RUN_ID]
+        else:
+            run_id = self.outcome.registered_run_id(self.settings.direction == "maximize")
         promote_run(
-            tracker, run_id, options.registered_model, min_improvement=options.min_improvement
+            self.tracker,
+            run_id,
+            self.options.registered_model,
+            min_improvement=self.options.min_improvement,
         )
-    return SearchResult(study, experiment_id, parent_run_id, best, outcome)
+
+    def result(self) -> SearchResult:
+        return SearchResult(
+            self.study, self.experiment_id, self.parent_run_id, self.best, self.outcome
+        )
 
 
 def parent_run(tracker: Tracker, experiment_id: str, study: optuna.Study, identity: dict) -> str:
@@ -283,7 +309,7 @@ def parent_run(tracker: Tracker, experiment_id: str, study: optuna.Study, identi
             tags = {Tag.DATASET_FINGERPRINT: identity[Param.DATASET_FINGERPRINT]}
             tracker.log(run_id, params=identity, tags=tags)
             study.set_user_attr(StudyAttr.PARENT_RUN, run_id)
-    tracker.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    tracker.client.update_run(run_id, status=RUNNING)
     return run_id
 
 
@@ -315,7 +341,7 @@ def summed_up(tracker: Tracker, parent_run_id: str, mark: str) -> bool:
 def summary_mark(study: optuna.Study, best, final: FinalSettings | None) -> str:
     best_number = "none" if best is None else best.number
     mark = f"{finished_trials(study)} finished, best {best_number}"
-    if final is not None:
+    if final:
         refit = ", refit" if final.refit else ""
         mark += f", confirmed top {final.confirm_top} x {final.confirm_seeds} seeds{refit}"
     return mark
@@ -343,14 +369,11 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 
 
 def evaluate_best(tracker: Tracker, parent_run_id: str, best, splits, device: torch.device) -> None:
-    """Score the best trial's restored weights on every split, once per best trial."""
-    parent = tracker.client.get_run(parent_run_id)
-    if parent.data.tags.get(Tag.EVALUATED_TRIAL) == str(best.number):
-        return
+    """Score the best trial's restored weights on every split (when the study is summed up)."""
     run_id = best.user_attrs[TrialAttr.RUN_ID]
     model = load_run_model(tracker, run_id, device)
     scores = log_evaluation(tracker, run_id, model, splits, device)
-    tracker.log(parent_run_id, split_metrics(scores), tags={Tag.EVALUATED_TRIAL: best.number})
+    tracker.log(parent_run_id, split_metrics(scores))
     print(f"best trial {best.number} on the whole splits:")
     print(f"{'split':<6} {'accuracy':>9} {'mean IoU':>9} {'fg IoU':>8}")
     for split, s in scores.items():
@@ -367,148 +390,3 @@ def print_outcome(study: optuna.Study, metric: str, tracker: Tracker, experiment
     print(
         f"  http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
     )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    defaults = SearchOptions()
-    parser = argparse.ArgumentParser(
-        prog="python -m harness.search",
-        description="Search UNet hyperparameters with Optuna; every trial is an MLflow run. "
-        "Re-running the same command resumes the study.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
-        "--trials",
-        type=positive_int,
-        default=defaults.trials,
-        help="finished trials (complete or pruned) the study should reach",
-    )
-    parser.add_argument(
-        "--space",
-        default=defaults.space,
-        help="search space: a name in search_spaces/ or a path to a .toml file",
-    )
-    add_data_flags(
-        parser,
-        default=defaults.data,
-        image_size_default=None,
-        image_size_help="override the space file's image_size",
-    )
-    parser.add_argument(
-        "--max-epochs",
-        type=positive_int,
-        default=None,
-        help="each trial's epoch budget, overriding the space file's (budget_images, max_epochs)",
-    )
-    parser.add_argument(
-        "--pruner", choices=PRUNERS, default=None, help="override the space file's pruner"
-    )
-    parser.add_argument(
-        "--study",
-        default=None,
-        help="study name (default: the space file's name); also the MLflow experiment",
-    )
-    parser.add_argument("--storage", default=defaults.storage, help="Optuna storage URL")
-    parser.add_argument("--tracking-uri", default=defaults.tracking_uri, help="MLflow tracking URI")
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=defaults.seed,
-        help="seeds the sampler and each trial's training",
-    )
-    parser.add_argument(
-        "--n-jobs",
-        type=positive_int,
-        default=defaults.n_jobs,
-        help="trials run at once in this process",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=None,
-        help="stop starting new trials after this many seconds",
-    )
-    add_compute_flags(
-        parser,
-        device_help="auto, cpu, cuda or cuda:N; with several GPUs, auto spreads concurrent trials round-robin",
-    )
-    parser.add_argument(
-        "--heartbeat",
-        type=positive_int,
-        default=defaults.heartbeat_s,
-        help="seconds between a trial's heartbeats; a trial silent for 4 heartbeats is failed and retried",
-    )
-    parser.add_argument(
-        "--registered-model",
-        default=defaults.registered_model,
-        help="MLflow registered model the best model is promoted to",
-    )
-    parser.add_argument(
-        "--no-promote", action="store_true", help="do not register or promote the best model"
-    )
-    add_promotion_flags(parser, force=False)
-    final = parser.add_argument_group(
-        "confirmation and refit",
-        "after the trials, the best configurations are trained again with more seeds; the "
-        "one with the best mean validation metric is refit on train + validation and registered",
-    )
-    final.add_argument(
-        "--confirm-top",
-        type=int,
-        default=defaults.confirm_top,
-        help="configurations of this many best complete trials are confirmed",
-    )
-    final.add_argument(
-        "--confirm-seeds",
-        type=positive_int,
-        default=defaults.confirm_seeds,
-        help="more training seeds for each confirmed configuration",
-    )
-    final.add_argument(
-        "--no-confirm", action="store_true", help="no confirmation: the best trial is the winner"
-    )
-    final.add_argument(
-        "--no-refit",
-        action="store_true",
-        help="no refit: the winner's run with the best validation metric is registered",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in logs)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    options = SearchOptions(
-        trials=args.trials,
-        space=args.space,
-        data=args.data,
-        image_size=args.image_size,
-        max_epochs=args.max_epochs,
-        pruner=args.pruner,
-        study=args.study,
-        storage=args.storage,
-        tracking_uri=args.tracking_uri,
-        seed=args.seed,
-        n_jobs=args.n_jobs,
-        timeout=args.timeout,
-        device=args.device,
-        heartbeat_s=args.heartbeat,
-        precision=args.precision,
-        compile_model=args.compile,
-        cache_dir=args.cache_dir,
-        registered_model=args.registered_model,
-        promote=not args.no_promote,
-        min_improvement=args.min_improvement,
-        confirm=not args.no_confirm,
-        confirm_top=args.confirm_top,
-        confirm_seeds=args.confirm_seeds,
-        refit=not args.no_refit,
-        progress_bar=not args.no_progress,
-    )
-    with stops_deferred():  # a stop waits for training or a safe point: see stopping.py
-        run_search(options)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(run_main(main))

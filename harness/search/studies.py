@@ -12,7 +12,6 @@ from harness.locks import creation_lock, redacted, sqlite_path, with_installed_d
 from harness.names import StudyAttr
 from harness.search.spaces import StudySettings
 
-DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_HEARTBEAT_S = 30
 # A trial whose worker has been silent this many heartbeats is dead: fail it and retry it.
 GRACE_HEARTBEATS = 4
