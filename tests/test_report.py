@@ -11,8 +11,8 @@ from html.parser import HTMLParser
 import optuna
 import pytest
 
-from harness import report
 from harness.cli import run_main
+from harness.report import command as report
 from harness.report.final import TITLE
 from harness.search.objective import RUN_ID_ATTR
 from harness.search.run import SearchOptions, run_search
