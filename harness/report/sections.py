@@ -64,13 +64,12 @@ def comparison_section(record: StudyRecord, contenders: list[Contender]) -> Sect
     scores_rows, params_rows = [], []
     for c in contenders:
         model = c.label + (" (best)" if c.trial.number == overall else "")
-        scores = c.scores
         epoch_times = [r.epoch_time_s for r in c.history]
         scores_rows.append(
             [
                 model,
                 str(c.trial.number),
-                *(f"{getattr(scores[s], n):.4f}" for s in SPLITS for n in ("accuracy", "iou")),
+                *(f"{getattr(c.scores[s], n):.4f}" for s in SPLITS for n in ("accuracy", "iou")),
                 f"{np.nanmedian(epoch_times):.2f}" if epoch_times else "",
                 _metric(c.run, Metric.TRAIN_TIME_S, "{:.1f}"),
             ]
