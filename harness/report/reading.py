@@ -1,10 +1,6 @@
-"""The report's side of the stores: what it reads from Optuna and MLflow, as `inputs` records,
-and the two things it writes back (a trial's scores, the report's files).
-
-The best trial of each depth gets its final scores during the search only when it is the
-study's best; the others are scored here from their checkpoints, and the scores logged on
-their runs so that the next report (and the registry) read them instead of evaluating again.
-"""
+"""The report's side of the stores: what it reads from Optuna and MLflow, returned as the plain
+records of `inputs`, and the two things it writes back: the final scores of a trial it had to
+score from its checkpoint (why: see `command`), and the report's files."""
 
 import csv
 import tempfile
