@@ -26,7 +26,7 @@ from harness.figures import study as study_plots
 from harness.figures import style, training
 from harness.names import PRUNED_NAME_SUFFIX, Metric, Tag, TrialAttr, study_best_metric
 from harness.report import command as report
-from harness.report.sections import run_history
+from harness.report.reading import run_history
 from harness.runs import load_run_model, log_evaluation
 from harness.search import SearchOptions, run_search
 from harness.search.objective import Objective

@@ -1,3 +1,4 @@
-"""A study's report: `command` reads MLflow and Optuna, `sections` builds the sections,
-`final` the confirmation section, `document` writes HTML and Markdown (and imports nothing
-else of the harness). `python -m harness.report` is `command`."""
+"""A study's report. `command` (`python -m harness.report`) tells the story: `reading` reads
+Optuna and MLflow into the plain records of `inputs` (and writes scores and files back),
+`sections` and `final` build the sections from those records alone, and `document` writes HTML
+and Markdown (and imports nothing else of the harness)."""

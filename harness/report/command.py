@@ -24,33 +24,23 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import optuna
-from mlflow.exceptions import MlflowException
-from optuna.trial import TrialState
-
 from harness.cli import positive_int, run_main
-from harness.data import Splits, load_splits
 from harness.devices import resolve_device
-from harness.errors import HarnessError
-from harness.names import DEFAULT_STORAGE, Param, StudyAttr
+from harness.names import DEFAULT_STORAGE
+from harness.report import reading
 from harness.report.document import HTML_FILE, MARKDOWN_FILE, write_report
 from harness.report.final import final_section
 from harness.report.sections import (
-    StudyRecord,
-    best_per_depth,
     comparison_section,
     learning_curves_section,
-    mlflow_call,
     overview_section,
     parameters_section,
     predictions_section,
     pruning_section,
 )
-from harness.search.studies import load_study
 from harness.tracking import DEFAULT_TRACKING_URI, Tracker
 
 REPORT_ARTIFACT_DIR = "report"
-MAX_RUNS = 50_000  # MLflow's own cap on one search
 
 
 @dataclass(frozen=True)
@@ -70,75 +60,30 @@ class ReportOptions:
 def make_report(options: ReportOptions) -> Path:
     """Write the report files and (unless options.log is False) log them; returns the HTML path."""
     tracker = Tracker(options.tracking_uri, create=False)
-    record = read_study(tracker, options.storage, options.study)
-    splits = study_splits(record.study, options.data, options.cache_dir)
+    record = reading.read_study(tracker, options.storage, options.study)
+    splits = reading.study_splits(record.study, options.data, options.cache_dir)
     device = resolve_device(options.device)
-    contenders = best_per_depth(record)
+    contenders = reading.read_contenders(tracker, record, splits, device)
+    seconds = reading.measured_seconds(tracker, record)
+    predictions = reading.best_predictions(tracker, record.best, splits.test, device)
+    confirmation = reading.read_confirmation(tracker, record.parent_run_id)
+
     sections = [
         overview_section(record, splits),
-        comparison_section(record, contenders, splits, device),
+        comparison_section(record, contenders),
+        # only a study searched with confirmation or refit has this one
+        *([] if confirmation is None else [final_section(confirmation, record.metric)]),
         learning_curves_section(contenders),
         parameters_section(record),
-        pruning_section(record),
-        predictions_section(record, splits, device, options.samples, options.worst),
+        pruning_section(record, seconds),
+        predictions_section(predictions, options.samples, options.worst),
     ]
-    metric = (record.study.metric_names or ["value"])[0]
-    final = final_section(tracker, record.parent_run_id, metric)
-    if final is not None:  # a study searched with confirmation or refit
-        sections.insert(2, final)
+
     out = options.out or Path("reports") / safe_name(options.study)
     files = write_report(f"Study {options.study!r}", sections, out)
     if options.log:
-        for path in files:
-            folder = path.parent.relative_to(out)
-            artifact_dir = (Path(REPORT_ARTIFACT_DIR) / folder).as_posix()
-            mlflow_call(tracker.client.log_artifact, record.parent_run_id, str(path), artifact_dir)
+        reading.log_report(tracker, record.parent_run_id, files, out, REPORT_ARTIFACT_DIR)
     return out / HTML_FILE
-
-
-def read_study(tracker: Tracker, storage_url: str, name: str) -> StudyRecord:
-    study = load_study(storage_url, name)
-    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        raise HarnessError(f"study {name!r} has no completed trial: nothing to report")
-    parent_run_id = study.user_attrs.get(StudyAttr.PARENT_RUN)
-    if parent_run_id is None:
-        raise HarnessError(
-            f"study {name!r} has no MLflow parent run: was it run by harness.search?"
-        )
-    try:
-        parent = tracker.client.get_run(parent_run_id)
-    except MlflowException:
-        raise HarnessError(
-            f"study {name!r}'s parent run {parent_run_id} is not in {tracker.tracking_uri}: "
-            "pass the --tracking-uri the search used"
-        ) from None
-    children = mlflow_call(
-        tracker.client.search_runs,
-        [parent.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-        max_results=MAX_RUNS,
-    )
-    max_epochs = int(study.user_attrs.get(Param.MAX_EPOCHS) or parent.data.params[Param.MAX_EPOCHS])
-    return StudyRecord(
-        study, tracker, parent_run_id, {r.info.run_id: r for r in children}, max_epochs
-    )
-
-
-def study_splits(study: optuna.Study, data: str | None, cache_dir: str | None) -> Splits:
-    """The study's own splits; `data` may point at the same data moved elsewhere."""
-    attrs = study.user_attrs
-    spec = data or attrs.get(Param.DATASET)
-    image_size = attrs.get(Param.IMAGE_SIZE)
-    if spec is None or image_size is None:
-        raise HarnessError(f"study {study.study_name!r} does not record its dataset and image size")
-    splits = load_splits(spec, int(image_size), cache_dir=cache_dir)
-    expected = attrs.get("dataset_fingerprint")
-    if expected is not None and splits.fingerprint != expected:
-        raise HarnessError(
-            f"data {splits.spec} at {image_size}px is not the data study {study.study_name!r} "
-            f"was run on (fingerprint {splits.fingerprint}, study's {expected})"
-        )
-    return splits
 
 
 def safe_name(name: str) -> str:

@@ -1,36 +1,19 @@
-"""The report's section on confirmation and refit, read from the study's parent run."""
+"""The report's section on confirmation and refit, from the parent run's record of them."""
 
-import csv
 import math
-import tempfile
-from pathlib import Path
 
-from harness.names import Artifact, Metric, Role, stage_epochs_metric
+from harness.names import Metric, Role, stage_epochs_metric
 from harness.report.document import Section, Table
+from harness.report.inputs import Confirmation
 from harness.search.confirm import figures
-from harness.tracking import Tracker
 
 TITLE = "Confirmation and refit: the winner over seeds"
 
 
-def read_rows(tracker: Tracker, parent_run_id: str) -> list[dict[str, str]] | None:
-    """The parent run's confirmation.csv; None when the study had no final stage."""
-    names = {a.path for a in tracker.client.list_artifacts(parent_run_id)}
-    if Artifact.CONFIRMATION_CSV not in names:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = tracker.client.download_artifacts(parent_run_id, Artifact.CONFIRMATION_CSV, tmp)
-        with open(Path(path), newline="") as file:
-            return list(csv.DictReader(file))
-
-
-def final_section(tracker: Tracker, parent_run_id: str, metric: str) -> Section | None:
+def final_section(confirmation: Confirmation, metric: str) -> Section:
     """Each confirmed configuration by seed (validation and test), the winner's test mean IoU
     as mean ± sd over its runs, the refit model's, and the pipeline's compute."""
-    rows = read_rows(tracker, parent_run_id)
-    if rows is None:
-        return None
-    metrics = tracker.client.get_run(parent_run_id).data.metrics
+    rows, metrics = confirmation.rows, confirmation.metrics
     runs = [r for r in rows if r["role"] != Role.REFIT]
     trials = list(dict.fromkeys(r["trial"] for r in runs))
     table = []

@@ -1,18 +1,11 @@
-"""The sections of a study's report, built from its Optuna trials and their MLflow runs.
-
-Each `*_section` function returns one `report_document.Section`: text, tables and figures.
+"""The sections of a study's report, built from what `reading` read: pure functions from
+`inputs` records to `document.Section`s (text, tables and figures), with no store in sight.
 """
 
-from dataclasses import dataclass
-
 import numpy as np
-import optuna
-import torch
-from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.data import Splits
-from harness.errors import HarnessError, first_line
 from harness.figures import report as figures
 from harness.figures import training
 from harness.figures.study import (
@@ -24,135 +17,18 @@ from harness.figures.study import (
     reached_value,
 )
 from harness.figures.style import png_bytes
-from harness.metrics import Scores, per_image_iou
-from harness.names import EPOCH_METRICS, SCORES, SPLITS, Metric, Param, TrialAttr, final_metric
+from harness.names import SPLITS, Metric, Param, TrialAttr
 from harness.report.document import Block, Image, Section, Table
-from harness.runs import evaluate_splits, load_run_model, run_dtype
-from harness.tracking import Tracker, split_metrics
-from harness.trainer import EpochResult, StopReason, predict_masks
+from harness.report.inputs import Contender, Predictions, StudyRecord, TrialRun
+from harness.trainer import StopReason
 
 # Parameters in the order the original report discussed them; others follow by name.
 PARAM_ORDER = (Param.DEPTH, Param.LR, Param.BATCH_SIZE, Param.PATIENCE, Param.AUG_P)
 
 
-@dataclass
-class StudyRecord:
-    """A study with its MLflow runs, read once."""
-
-    study: optuna.Study
-    tracker: Tracker
-    parent_run_id: str
-    runs: dict[str, object]  # trial run id -> mlflow Run
-    max_epochs: int
-
-    @property
-    def maximize(self) -> bool:
-        return self.study.direction == optuna.study.StudyDirection.MAXIMIZE
-
-    def trials(self, *states: TrialState) -> list[FrozenTrial]:
-        return self.study.get_trials(deepcopy=False, states=states)
-
-    def run_of(self, trial: FrozenTrial):
-        return self.runs.get(trial.user_attrs.get(TrialAttr.RUN_ID, ""))
-
-    def best_of(self, trials: list[FrozenTrial]) -> FrozenTrial:
-        return (max if self.maximize else min)(trials, key=lambda t: t.value)
-
-
-@dataclass(frozen=True)
-class Contender:
-    """The best completed trial of one depth, with its run and its per-epoch history."""
-
-    depth: int
-    trial: FrozenTrial
-    run: object  # mlflow Run
-    history: list[EpochResult]
-
-    @property
-    def label(self) -> str:
-        return f"UNet depth {self.depth}"
-
-
-def best_per_depth(record: StudyRecord) -> list[Contender]:
-    """The best completed trial of each depth (read from the run: depth may be fixed)."""
-    by_depth: dict[int, list[FrozenTrial]] = {}
-    for trial in record.trials(TrialState.COMPLETE):
-        run = record.run_of(trial)
-        if run is not None and Param.DEPTH in run.data.params:
-            by_depth.setdefault(int(run.data.params[Param.DEPTH]), []).append(trial)
-    contenders = []
-    for depth, trials in sorted(by_depth.items()):
-        best = record.best_of(trials)
-        run = record.run_of(best)
-        contenders.append(Contender(depth, best, run, run_history(record.tracker, run.info.run_id)))
-    return contenders
-
-
-def run_history(tracker: Tracker, run_id: str) -> list[EpochResult]:
-    """A run's per-epoch metrics rebuilt as `EpochResult`s, so that `plots` can draw them."""
-    series = {
-        name: {
-            m.step: m.value for m in mlflow_call(tracker.client.get_metric_history, run_id, name)
-        }
-        for name in EPOCH_METRICS
-    }
-    nan = float("nan")
-    epochs = sorted(set(series[Metric.TRAIN_LOSS]) & set(series[Metric.VAL_LOSS]))
-    return [
-        EpochResult(
-            epoch=epoch,
-            train_loss=series[Metric.TRAIN_LOSS][epoch],
-            val_loss=series[Metric.VAL_LOSS][epoch],
-            # the training foreground IoU is not logged per epoch
-            train=Scores(
-                series[Metric.TRAIN_ACCURACY].get(epoch, nan),
-                series[Metric.TRAIN_IOU].get(epoch, nan),
-                nan,
-            ),
-            val=Scores(
-                series[Metric.VAL_ACCURACY].get(epoch, nan),
-                series[Metric.VAL_IOU].get(epoch, nan),
-                series[Metric.VAL_FG_IOU].get(epoch, nan),
-            ),
-            epoch_time_s=series[Metric.EPOCH_TIME_S].get(epoch, nan),
-        )
-        for epoch in epochs
-    ]
-
-
-def logged_scores(run) -> dict[str, Scores] | None:
-    """The run's final scores on every split, or None when any of them is missing."""
-    metrics = run.data.metrics
-    names = [final_metric(split, score) for split in SPLITS for score in SCORES]
-    if not all(name in metrics for name in names):
-        return None
-    return {
-        split: Scores(*(metrics[final_metric(split, score)] for score in SCORES))
-        for split in SPLITS
-    }
-
-
-def split_scores(
-    record: StudyRecord, trial: FrozenTrial, splits: Splits, device: torch.device
-) -> dict[str, Scores]:
-    run = record.run_of(trial)
-    scores = logged_scores(run)
-    if scores is None:
-        run_id = run.info.run_id
-        model = mlflow_call(load_run_model, record.tracker, run_id, device)
-        scores = evaluate_splits(model, splits, device, run_dtype(run))
-        # logged on the trial's run: the next report (and the registry) can read them there
-        record.tracker.log(run_id, split_metrics(scores))
-    return scores
-
-
-# --- sections --------------------------------------------------------------------------------
-
-
 def overview_section(record: StudyRecord, splits: Splits) -> Section:
-    study = record.study
-    counts = {state.name.lower(): len(record.trials(state)) for state in TrialState}
-    best = study.best_trial
+    counts = {state.name.lower(): len(record.trials_in(state)) for state in TrialState}
+    best = record.best
     blocks: list[Block] = [
         f"Data {splits.spec} at {splits.image_size} px: {len(splits.train)} train, "
         f"{len(splits.val)} validation and {len(splits.test)} test images "
@@ -162,7 +38,7 @@ def overview_section(record: StudyRecord, splits: Splits) -> Section:
         + ", ".join(f"{k} = {_format(v)}" for k, v in best.params.items())
         + f". MLflow parent run {record.parent_run_id}.",
     ]
-    figure = optimization_history(study)
+    figure = optimization_history(record.study)
     if figure is not None:
         blocks.append(
             Image(
@@ -175,10 +51,8 @@ def overview_section(record: StudyRecord, splits: Splits) -> Section:
     return Section("Study", blocks)
 
 
-def comparison_section(
-    record: StudyRecord, contenders: list[Contender], splits: Splits, device: torch.device
-) -> Section:
-    overall = record.study.best_trial.number
+def comparison_section(record: StudyRecord, contenders: list[Contender]) -> Section:
+    overall = record.best.number
     scores_header = ["model", "trial"]
     scores_header += [
         f"{s} {n}" for s in ("train", "val", "test") for n in ("accuracy", "mean IoU")
@@ -189,13 +63,12 @@ def comparison_section(
     scores_rows, params_rows = [], []
     for c in contenders:
         model = c.label + (" (best)" if c.trial.number == overall else "")
-        scores = split_scores(record, c.trial, splits, device)
         epoch_times = [r.epoch_time_s for r in c.history]
         scores_rows.append(
             [
                 model,
                 str(c.trial.number),
-                *(f"{getattr(scores[s], n):.4f}" for s in SPLITS for n in ("accuracy", "iou")),
+                *(f"{getattr(c.scores[s], n):.4f}" for s in SPLITS for n in ("accuracy", "iou")),
                 f"{np.nanmedian(epoch_times):.2f}" if epoch_times else "",
                 _metric(c.run, Metric.TRAIN_TIME_S, "{:.1f}"),
             ]
@@ -204,7 +77,7 @@ def comparison_section(
             [
                 model,
                 str(c.trial.number),
-                *(_format_text(c.run.data.params.get(p, "")) for p in shown_params),
+                *(_format_text(c.run.params.get(p, "")) for p in shown_params),
                 str(len(c.trial.intermediate_values)),
                 _metric(c.run, Metric.BEST_EPOCH, "{:.0f}"),
                 c.trial.user_attrs.get(TrialAttr.STOP_REASON, ""),
@@ -228,10 +101,10 @@ def comparison_section(
 def uncompleted_depths(record: StudyRecord, shown: set[int]) -> list[str]:
     """A line for each depth the study tried without completing a trial of it."""
     endings: dict[int, list[str]] = {}
-    for trial in record.trials(TrialState.PRUNED, TrialState.FAIL):
-        run = record.run_of(trial)
-        if run is not None and Param.DEPTH in run.data.params:
-            endings.setdefault(int(run.data.params[Param.DEPTH]), []).append(trial.state.name)
+    for trial in record.trials_in(TrialState.PRUNED, TrialState.FAIL):
+        depth = record.depth_of(trial)
+        if depth is not None:
+            endings.setdefault(depth, []).append(trial.state.name)
     return [
         f"Depth {depth}: no completed trial ("
         + ", ".join(f"{states.count(s)} {s.lower()}" for s in sorted(set(states)))
@@ -263,7 +136,7 @@ def learning_curves_section(contenders: list[Contender]) -> Section:
 
 
 def parameters_section(record: StudyRecord) -> Section:
-    finished = record.trials(TrialState.COMPLETE, TrialState.PRUNED)
+    finished = record.trials_in(TrialState.COMPLETE, TrialState.PRUNED)
     distributions = {}
     for trial in finished:
         distributions.update(trial.distributions)
@@ -327,19 +200,10 @@ def trial_ending(trial: FrozenTrial) -> str:
     return "ran all epochs"
 
 
-def trial_compute(record: StudyRecord, trial: FrozenTrial) -> figures.TrialCompute:
-    """Epochs (one Optuna report each) and measured seconds (the logged epoch times)."""
-    run = record.run_of(trial)
-    history = []
-    if run is not None:
-        history = mlflow_call(
-            record.tracker.client.get_metric_history, run.info.run_id, Metric.EPOCH_TIME_S
-        )
+def trial_compute(trial: FrozenTrial, seconds: float) -> figures.TrialCompute:
+    """Epochs (one Optuna report each) and the measured seconds of a finished trial."""
     return figures.TrialCompute(
-        trial.number,
-        len(trial.intermediate_values),
-        float(sum(m.value for m in history)),
-        trial_ending(trial),
+        trial.number, len(trial.intermediate_values), seconds, trial_ending(trial)
     )
 
 
@@ -353,10 +217,12 @@ def compute_row(label: str, trials: list[figures.TrialCompute], budget: int) -> 
     return [label, str(len(trials)), str(run), str(full), saved, f"{seconds:.0f}", f"{saved_s:.0f}"]
 
 
-def pruning_section(record: StudyRecord) -> Section:
+def pruning_section(record: StudyRecord, seconds: dict[int, float]) -> Section:
+    """`seconds`: each finished trial's measured epoch times summed, by trial number."""
     budget = record.max_epochs
     trials = [
-        trial_compute(record, t) for t in record.trials(TrialState.COMPLETE, TrialState.PRUNED)
+        trial_compute(t, seconds[t.number])
+        for t in record.trials_in(TrialState.COMPLETE, TrialState.PRUNED)
     ]
     groups = {
         ending: [t for t in trials if t.ending == ending] for ending in figures.ENDING_COLOURS
@@ -373,7 +239,7 @@ def pruning_section(record: StudyRecord) -> Section:
         "saved seconds assume that each skipped epoch would have taken the trial's own mean "
         "epoch time."
     )
-    failed = len(record.trials(TrialState.FAIL))
+    failed = len(record.trials_in(TrialState.FAIL))
     if failed:
         text += f" {failed} failed trial(s) are not counted."
     header = ["ended", "trials", "epochs run", "full runs' epochs", "epochs saved", "seconds"]
@@ -391,28 +257,23 @@ def pruning_section(record: StudyRecord) -> Section:
     )
 
 
-def predictions_section(
-    record: StudyRecord, splits: Splits, device: torch.device, samples: int, worst: int
-) -> Section:
-    best = record.study.best_trial
-    model = mlflow_call(load_run_model, record.tracker, best.user_attrs[TrialAttr.RUN_ID], device)
-    test = splits.test
-    predictions = predict_masks(model, test.images, device)
-    ious = per_image_iou(predictions, test.masks)
+def predictions_section(predictions: Predictions, samples: int, worst: int) -> Section:
+    """The first `samples` test images and the `worst` ones by per-image IoU."""
+    test, ious = predictions.test, predictions.ious
     shown = np.arange(min(samples, len(test)))
     lowest = np.argsort(ious, kind="stable")[: min(worst, len(test))]
 
     def grid(indices: np.ndarray, name: str, caption: str) -> Image:
         titles = [f"{test.names[i]}, IoU {ious[i]:.2f}" for i in indices]
         figure = training.prediction_grid(
-            test.images[indices], test.masks[indices], predictions[indices], titles
+            test.images[indices], test.masks[indices], predictions.masks[indices], titles
         )
         return Image(name, caption, png_bytes(figure))
 
     return Section(
         "Test predictions of the best model",
         [
-            f"Trial {best.number} on the {len(test)} test images: per-image mean IoU "
+            f"Trial {predictions.trial} on the {len(test)} test images: per-image mean IoU "
             f"{ious.mean():.4f} on average (median {np.median(ious):.4f}, lowest {ious.min():.4f}); "
             f"{int((ious < 0.5).sum())} image(s) below 0.5.",
             grid(
@@ -428,7 +289,7 @@ def predictions_section(
             Image(
                 "test_iou_histogram.png",
                 "Per-image mean IoU on the test split.",
-                png_bytes(figures.iou_histogram(ious, f"trial {best.number}")),
+                png_bytes(figures.iou_histogram(ious, f"trial {predictions.trial}")),
             ),
         ],
     )
@@ -437,8 +298,8 @@ def predictions_section(
 # --- small helpers ---------------------------------------------------------------------------
 
 
-def _metric(run, name: str, form: str) -> str:
-    value = run.data.metrics.get(name)
+def _metric(run: TrialRun, name: str, form: str) -> str:
+    value = run.metrics.get(name)
     return "" if value is None else form.format(value)
 
 
@@ -454,11 +315,3 @@ def _format_text(text: str) -> str:
         return _format(float(text))
     except ValueError:
         return text
-
-
-def mlflow_call(function, *args, **kwargs):
-    """A tracking-store call; its MlflowException becomes one line for the user."""
-    try:
-        return function(*args, **kwargs)
-    except MlflowException as error:
-        raise HarnessError(f"MLflow tracking: {first_line(error)}") from None
