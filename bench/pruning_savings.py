@@ -7,9 +7,9 @@ Runs `harness.search` twice per seed: all the studies run at the same time, one 
 one torch thread each (fresh Optuna and MLflow stores in a temporary folder), so that they
 see the same machine; CPU time is the figure to compare across seeds. Prints total epochs
 trained, wall time, CPU time and best validation IoU of each, with the ratios; with several
-seeds, also their means (one seed's best IoU moves by about 0.01 with the seed, as much as
-the target's margin). Target (issue 3): at least 40% fewer epochs with the best IoU within
-0.01.
+seeds, also their means (one seed's best IoU moves with the seed by about as much as the
+target's margin: docs/performance.md). Target (issue 3): at least 40% fewer epochs with the
+best IoU within 0.01.
 """
 
 import argparse

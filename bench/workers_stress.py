@@ -23,7 +23,7 @@ the coordination. Confirmation and refit are off (`--no-confirm --no-refit`): th
 another protocol.
 
 Workers are forked from a server process that has imported the harness once
-(multiprocessing's forkserver): importing torch and MLflow costs about 10 s of CPU per
+(multiprocessing's forkserver): importing torch and MLflow costs seconds of CPU per
 process, which 8 or 32 workers cannot each afford on 2 cores. Each SQLite repetition copies an
 empty, migrated MLflow store instead of migrating one (the race on creating a store is in
 tests/test_workers.py); the Optuna database, SQLite or PostgreSQL, is created by the workers.

@@ -68,8 +68,8 @@ MIN_IMPROVEMENT_HELP = (
 )
 PRECISION_HELP = "autocast dtype; auto = bf16 where the CPU or GPU does it natively, else fp32"
 COMPILE_HELP = (
-    "run training through torch.compile: a fixed start-up cost per training (about 30 s on "
-    "2 CPU cores) that pays off only for long trainings; see the README's Performance section"
+    "run training through torch.compile: a fixed start-up cost per training that pays off "
+    "only for long trainings; see docs/performance.md"
 )
 
 

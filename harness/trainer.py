@@ -103,8 +103,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The mixed-precision dtype for `precision` on `device`; None means plain float32.
 
-    `auto` picks bfloat16 where the hardware does it natively (measured on a 2-core AVX-512
-    CPU: 1.8x the float32 step rate for the depth-3 UNet) and float32 where it would be emulated.
+    `auto` picks bfloat16 where the hardware does it natively (faster at the same IoU, see
+    docs/performance.md) and float32 where it would be emulated.
     """
     if precision not in PRECISIONS:
         raise HarnessError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
@@ -239,8 +239,8 @@ def fit(
 
     Without a validation split (`val=None`, a refit on train + validation) it trains for
     `max_epochs` and keeps the last epoch's weights: there is nothing to select on.
-    `compile_model` runs the steps through torch.compile: it costs tens of seconds before the
-    first step, repaid only by long trainings (README "Performance" has the break-even).
+    `compile_model` runs the steps through torch.compile: it costs a compilation before the
+    first step, repaid only by long trainings (docs/performance.md has the break-even).
     """
     device = device or resolve_device()
     dtype = autocast_dtype(precision, device)

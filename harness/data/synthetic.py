@@ -315,7 +315,7 @@ def _fur_colour(mix: np.ndarray, grain: np.ndarray, colours: np.ndarray) -> np.n
     """(B, 3, S, S) fur from a texture and (B, 2, 3) base and second colours."""
     base, second = _rgb(colours[:, 0]), _rgb(colours[:, 1])
     colour = (second - base) * mix[:, None]
-    colour += base  # in place: numpy 2.4 is ~15x slower on `base + temporary` here
+    colour += base  # in place: numpy 2.4 is much slower on `base + temporary` here
     colour *= grain[:, None]
     return colour
 

@@ -123,8 +123,8 @@ class RestoredValue:
     returns its best epoch (the trainer restores those weights), and on small validation sets
     one epoch's IoU dips by a few hundredths. Judged on the latest epoch, a good trial that dips
     at a rung is pruned. Replaying recorded learning curves (bench/learning_curves.py), the
-    default pruner judged this way came within 0.01 of the best in half the epochs it took
-    judged on the latest epoch.
+    default pruner judged this way got near the best in fewer epochs than judged on the
+    latest epoch (docs/performance.md).
     """
 
     def __init__(self, metric: str):
