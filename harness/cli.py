@@ -91,10 +91,11 @@ def option(*flags: str, default: Any = None, group: str | None = None, **argpars
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Defaults in the help, except a switch's, which would only say True or False."""
+    """Defaults in the help, except a switch's (it would only say True or False) and a None
+    (the help says what leaving the flag out does)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.nargs == 0:
+        if action.nargs == 0 or action.default is None:
             return action.help
         return super()._get_help_string(action)
 

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, user_error
 
 SQLITE_PREFIX = "sqlite:///"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+")
@@ -109,12 +109,11 @@ def _advisory_lock(url: str, what: str) -> Iterator[None]:
         )
         connection = engine.connect()
     except ImportError as error:
-        raise HarnessError(f"cannot use {what} {redacted(url)!r}: {error}") from None
+        raise user_error(f"cannot use {what} {redacted(url)!r}", error) from None
     except sqlalchemy.exc.SQLAlchemyError as error:
         if engine is not None:
             engine.dispose()
-        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        raise HarnessError(f"cannot open {what} {redacted(url)!r}: {reason}") from None
+        raise user_error(f"cannot open {what} {redacted(url)!r}", error) from None
     try:
         # a worker whose machine vanished holds the lock until PostgreSQL notices: wait long
         # enough for any summary, not for ever

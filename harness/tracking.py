@@ -46,7 +46,7 @@ from mlflow.utils.mlflow_tags import (
 )
 
 import harness
-from harness.errors import HarnessError, first_line
+from harness.errors import HarnessError, first_line, user_error
 from harness.locks import creation_lock, sqlite_path
 from harness.metrics import Scores
 from harness.names import (
@@ -326,7 +326,7 @@ class Tracker:
                 # torch's own message advises weights_only=False: wrong for a downloaded file
                 raise HarnessError(f"{unusable}: not a weights-only state dict") from None
             except (RuntimeError, OSError, EOFError) as error:
-                raise HarnessError(f"{unusable}: {first_line(error)}") from None
+                raise user_error(unusable, error) from None
         if not isinstance(state, Mapping) or not all(isinstance(key, str) for key in state):
             raise HarnessError(f"{unusable}: not a state dict")
         try:

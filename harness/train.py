@@ -1,88 +1,114 @@
 """`python -m harness.train`: one training run of the shared trainer, tracked in MLflow."""
 
-import argparse
+import dataclasses
 import sys
+from dataclasses import dataclass
 
-from harness.cli import add_compute_flags, add_data_flags, positive_int, probability, run_main
+from harness.cli import (
+    cache_dir_option,
+    compile_option,
+    data_option,
+    device_option,
+    image_size_option,
+    option,
+    options_from,
+    parser_for,
+    positive_int,
+    precision_option,
+    probability,
+    run_main,
+    tracking_uri_option,
+)
 from harness.data import DEFAULT_SPEC, load_splits
 from harness.devices import resolve_device
-from harness.names import Tag
+from harness.names import Role, Tag
 from harness.runs import log_evaluation, train_tracked
-from harness.tracking import DEFAULT_TRACKING_URI, Tracker, check_reachable
+from harness.tracking import Tracker, check_reachable
 from harness.trainer import TrainConfig
 
 DEFAULTS = TrainConfig()
+DATA, MODEL, TRACKING = "data", "model and training", "tracking"  # the help's groups
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m harness.train",
-        description="Train one UNet with the shared trainer and record it as one MLflow run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+@dataclass(frozen=True)
+class TrainOptions:
+    data: str = data_option(DEFAULT_SPEC, group=DATA)
+    image_size: int = image_size_option(64, "images are resized to this square size", group=DATA)
+    cache_dir: str | None = cache_dir_option(group=DATA)
+    # TrainConfig's fields, by the same names
+    depth: int = option(
+        "--depth",
+        type=int,
+        default=DEFAULTS.depth,
+        group=MODEL,
+        help="UNet resolution levels, 2 to 6",
     )
-    add_data_flags(
-        parser.add_argument_group("data"),
-        default=DEFAULT_SPEC,
-        image_size_default=64,
-        image_size_help="images are resized to this square size",
-    )
-    model = parser.add_argument_group("model and training")
-    model.add_argument(
-        "--depth", type=int, default=DEFAULTS.depth, help="UNet resolution levels, 2 to 6"
-    )
-    model.add_argument(
+    base_channels: int = option(
         "--base-channels",
         type=positive_int,
         default=DEFAULTS.base_channels,
+        group=MODEL,
         help="channels of the first level; doubles per level",
     )
-    model.add_argument("--lr", type=float, default=DEFAULTS.lr, help="Adam learning rate")
-    model.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size)
-    model.add_argument(
+    lr: float = option(
+        "--lr", type=float, default=DEFAULTS.lr, group=MODEL, help="Adam learning rate"
+    )
+    batch_size: int = option(
+        "--batch-size", type=positive_int, default=DEFAULTS.batch_size, group=MODEL
+    )
+    patience: int = option(
         "--patience",
         type=positive_int,
         default=DEFAULTS.patience,
+        group=MODEL,
         help="early stopping: epochs without a better validation IoU",
     )
-    model.add_argument(
+    aug_p: float = option(
         "--aug-p",
         type=probability,
         default=DEFAULTS.aug_p,
+        group=MODEL,
         help="probability of each augmentation; 0 turns augmentation off",
     )
-    model.add_argument("--max-epochs", type=positive_int, default=DEFAULTS.max_epochs)
-    model.add_argument(
+    max_epochs: int = option(
+        "--max-epochs", type=positive_int, default=DEFAULTS.max_epochs, group=MODEL
+    )
+    seed: int = option(
         "--seed",
         type=int,
         default=DEFAULTS.seed,
+        group=MODEL,
         help="seeds weights, batch order and augmentation",
     )
-    add_compute_flags(model)
-    tracking = parser.add_argument_group("tracking")
-    tracking.add_argument(
-        "--tracking-uri",
-        default=DEFAULT_TRACKING_URI,
-        help="MLflow tracking URI: a database URL or an http(s) server",
+    device: str = device_option(group=MODEL)
+    precision: str = precision_option(group=MODEL)
+    compile_model: bool = compile_option(group=MODEL)
+    tracking_uri: str = tracking_uri_option(group=TRACKING)
+    experiment: str = option(
+        "--experiment", default="harness-train", group=TRACKING, help="MLflow experiment name"
     )
-    tracking.add_argument("--experiment", default="harness-train", help="MLflow experiment name")
-    tracking.add_argument(
-        "--run-name", default=None, help="MLflow run name (default: derived from the params)"
+    run_name: str | None = option(
+        "--run-name", group=TRACKING, help="MLflow run name (default: derived from the params)"
     )
-    return parser
+
+    @property
+    def config(self) -> TrainConfig:
+        return TrainConfig(
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)}
+        )
+
+
+def build_parser():
+    return parser_for(
+        "python -m harness.train",
+        "Train one UNet with the shared trainer and record it as one MLflow run.",
+        TrainOptions,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    config = TrainConfig(
-        depth=args.depth,
-        base_channels=args.base_channels,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        patience=args.patience,
-        aug_p=args.aug_p,
-        max_epochs=args.max_epochs,
-        seed=args.seed,
-    )
+    args = options_from(TrainOptions, build_parser().parse_args(argv))
+    config = args.config
     device = resolve_device(args.device)
     # Everything the user can get wrong is checked before a run exists.
     check_reachable(args.tracking_uri)
@@ -90,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     tracker = Tracker(args.tracking_uri)
     experiment_id = tracker.experiment_id(args.experiment)
     name = args.run_name or f"unet-d{config.depth}-lr{config.lr:g}-bs{config.batch_size}"
-    run_id = tracker.start_run(experiment_id, name, tags={Tag.ROLE: "train"})
+    run_id = tracker.start_run(experiment_id, name, tags={Tag.ROLE: Role.TRAIN})
     tracker.adopt_project_run(run_id)
     print(f"run {run_id} in experiment {args.experiment!r} ({args.tracking_uri})")
     print(
@@ -105,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             device,
             hooks=[print_epoch],
             precision=args.precision,
-            compile_model=args.compile,
+            compile_model=args.compile_model,
         )
         scores = log_evaluation(tracker, run_id, result.model, splits, device)
     print(f"stopped: {result.stop_reason}; best epoch {result.best_epoch} of {result.epochs_run}")

@@ -24,9 +24,19 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.cli import positive_int, run_main
+from harness.cli import (
+    cache_dir_option,
+    data_option,
+    device_option,
+    option,
+    options_from,
+    parser_for,
+    positive_int,
+    run_main,
+    storage_option,
+    tracking_uri_option,
+)
 from harness.devices import resolve_device
-from harness.names import DEFAULT_STORAGE
 from harness.report import reading
 from harness.report.document import HTML_FILE, MARKDOWN_FILE, write_report
 from harness.report.final import final_section
@@ -38,23 +48,32 @@ from harness.report.sections import (
     predictions_section,
     pruning_section,
 )
-from harness.tracking import DEFAULT_TRACKING_URI, Tracker
+from harness.tracking import Tracker
 
 REPORT_ARTIFACT_DIR = "report"
 
 
 @dataclass(frozen=True)
 class ReportOptions:
-    study: str
-    storage: str = DEFAULT_STORAGE
-    tracking_uri: str = DEFAULT_TRACKING_URI
-    out: Path | None = None  # None: reports/<study>
-    data: str | None = None  # None: the study's dataset
-    device: str = "auto"
-    cache_dir: str | None = None
-    samples: int = 6  # test images shown in order
-    worst: int = 4  # and the worst ones by per-image IoU
-    log: bool = True  # log the files on the study's parent run
+    study: str = option("--study", required=True, help="the study's name")
+    storage: str = storage_option()
+    tracking_uri: str = tracking_uri_option()
+    out: Path | None = option("--out", type=Path, help="output folder (default reports/STUDY)")
+    data: str | None = data_option(
+        None, "the study's data at another place (default: the study's own dataset spec)"
+    )
+    device: str = device_option()
+    cache_dir: str | None = cache_dir_option()
+    samples: int = option("--samples", type=positive_int, default=6, help="test images shown")
+    worst: int = option(  # shown after the first ones: the worst by per-image IoU
+        "--worst", type=positive_int, default=4, help="worst test images shown"
+    )
+    log: bool = option(
+        "--no-log",
+        default=True,
+        action="store_false",
+        help="do not log the report on the parent run",
+    )
 
 
 def make_report(options: ReportOptions) -> Path:
@@ -94,60 +113,19 @@ def safe_name(name: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = ReportOptions(study="")
-    parser = argparse.ArgumentParser(
-        prog="python -m harness.report",
-        description="Write a study's report (HTML with embedded figures, Markdown, PNGs) and "
-        "log it on the study's MLflow parent run under report/.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    return parser_for(
+        "python -m harness.report",
+        "Write a study's report (HTML with embedded figures, Markdown, PNGs) and log it on the "
+        "study's MLflow parent run under report/.",
+        ReportOptions,
     )
-    parser.add_argument("--study", required=True, help="the study's name")
-    parser.add_argument("--storage", default=defaults.storage, help="Optuna storage URL")
-    parser.add_argument("--tracking-uri", default=defaults.tracking_uri, help="MLflow tracking URI")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="output folder (default reports/STUDY)"
-    )
-    parser.add_argument(
-        "--data",
-        default=None,
-        help="the study's data at another place (default: the study's own dataset spec)",
-    )
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
-    parser.add_argument(
-        "--cache-dir",
-        default=None,
-        help="decoded-data cache (default $HARNESS_CACHE_DIR or ~/.cache/harness)",
-    )
-    parser.add_argument(
-        "--samples", type=positive_int, default=defaults.samples, help="test images shown"
-    )
-    parser.add_argument(
-        "--worst", type=positive_int, default=defaults.worst, help="worst test images shown"
-    )
-    parser.add_argument(
-        "--no-log", action="store_true", help="do not log the report on the parent run"
-    )
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    path = make_report(
-        ReportOptions(
-            study=args.study,
-            storage=args.storage,
-            tracking_uri=args.tracking_uri,
-            out=args.out,
-            data=args.data,
-            device=args.device,
-            cache_dir=args.cache_dir,
-            samples=args.samples,
-            worst=args.worst,
-            log=not args.no_log,
-        )
-    )
+    options = options_from(ReportOptions, build_parser().parse_args(argv))
+    path = make_report(options)
     print(f"report written: {path} (and {path.with_name(MARKDOWN_FILE)})")
-    if not args.no_log:
+    if options.log:
         print(f"logged on the study's MLflow parent run under {REPORT_ARTIFACT_DIR}/")
     return 0
 

@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.data import SegmentationSet, Splits, load_splits
-from harness.errors import HarnessError, first_line
+from harness.errors import HarnessError, user_errors
 from harness.metrics import Scores, per_image_iou
 from harness.names import (
     EPOCH_METRICS,
@@ -216,7 +216,5 @@ def log_report(
 
 def mlflow_call(function, *args, **kwargs):
     """A tracking-store call; its MlflowException becomes one line for the user."""
-    try:
+    with user_errors("MLflow tracking", MlflowException):
         return function(*args, **kwargs)
-    except MlflowException as error:
-        raise HarnessError(f"MLflow tracking: {first_line(error)}") from None

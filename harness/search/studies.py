@@ -7,7 +7,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, user_error
 from harness.locks import creation_lock, redacted, sqlite_path, with_installed_driver
 from harness.names import StudyAttr
 from harness.search.spaces import StudySettings
@@ -127,10 +127,9 @@ def make_storage(
     except HarnessError:
         raise
     except (ValueError, ImportError) as error:
-        raise HarnessError(f"cannot use Optuna storage {redacted(url)!r}: {error}") from None
+        raise user_error(f"cannot use Optuna storage {redacted(url)!r}", error) from None
     except Exception as error:  # SQLAlchemy's OperationalError and friends
-        reason = str(error).strip().splitlines()[0]
-        raise HarnessError(f"cannot open Optuna storage {redacted(url)!r}: {reason}") from None
+        raise user_error(f"cannot open Optuna storage {redacted(url)!r}", error) from None
 
 
 def is_retried(study: optuna.Study, trial: FrozenTrial) -> bool:
