@@ -13,7 +13,9 @@ import sys
 
 from harness.cli import add_promotion_flags, run_main
 from harness.errors import HarnessError
-from harness.registry import DEFAULT_REGISTERED_MODEL, Promotion, promote_run
+from harness.registry.names import CHALLENGER, CHAMPION, DEFAULT_REGISTERED_MODEL
+from harness.registry.promotion import Promotion, promote_run
+from harness.registry.uris import alias_uri
 from harness.search.studies import DEFAULT_STORAGE
 from harness.tracking import DEFAULT_TRACKING_URI, Tracker
 
@@ -70,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         force=args.force,
         min_improvement=args.min_improvement,
     )
-    alias = "champion" if promotion.promoted else "challenger"
-    print(f"load it with mlflow.pyfunc.load_model('models:/{args.registered_model}@{alias}')")
+    uri = alias_uri(args.registered_model, CHAMPION if promotion.promoted else CHALLENGER)
+    print(f"load it with mlflow.pyfunc.load_model('{uri}')")
     return 0
 
 

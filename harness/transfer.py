@@ -20,9 +20,10 @@ test mean IoU 0.87; 700 training and 150 test images), test balanced accuracy: p
 masked 0.70, masked+grid 0.77 (cats 0.74, dogs 0.81), the default.
 
 The encoder weights come from the source run's checkpoint (a plain state dict, loaded with
-`weights_only=True`): a registered model is an exported graph, so `models:/NAME@ALIAS` or
-`models:/NAME/VERSION` is resolved to its version's source run (`harness.source_run_id`);
-`--run-id` names a run directly. The data and image size default to the run's own.
+`weights_only=True`): a registered model is an exported graph, so `--model` (`models:/NAME@ALIAS`,
+`models:/NAME/VERSION` or `runs:/RUN_ID/PATH`, the rules of `harness.registry.uris`) is resolved
+to the run behind it, for a version its source run (`harness.source_run_id`); `--run-id` names
+a run directly. The data and image size default to the run's own.
 
 The result is an MLflow run in the experiment `harness-transfer`: per split (train, val,
 test) `*_accuracy`, `*_balanced_accuracy`, `*_accuracy_cat`, `*_accuracy_dog`; the test
@@ -52,7 +53,8 @@ from harness.devices import resolve_device
 from harness.errors import HarnessError, first_line
 from harness.figures import style
 from harness.models import UNet
-from harness.registry import CHAMPION, DEFAULT_REGISTERED_MODEL, VersionTag
+from harness.registry import uris
+from harness.registry.names import VersionTag
 from harness.runs import load_run_model
 from harness.tracking import DEFAULT_TRACKING_URI, Param, Tag, Tracker
 from harness.trainer import inference_batches, to_input
@@ -78,7 +80,7 @@ class TransferTag:
 
 @dataclass(frozen=True)
 class TransferOptions:
-    model: str | None = f"models:/{DEFAULT_REGISTERED_MODEL}@{CHAMPION}"
+    model: str | None = uris.CHAMPION_URI
     run_id: str | None = None  # instead of model
     tracking_uri: str = DEFAULT_TRACKING_URI
     data: str | None = None  # None: the source run's dataset
@@ -157,49 +159,23 @@ def run_transfer(options: TransferOptions) -> TransferResult:
 
 
 def resolve_source(tracker: Tracker, model_uri: str | None, run_id: str | None) -> Source:
-    """The run behind `--run-id`, or behind a models:/ URI's version (`harness.source_run_id`)."""
-    client = tracker.client
+    """The run behind `--run-id`, or behind the `--model` URI (for a version, its source run)."""
     name = version = None
     if run_id is None:
         if model_uri is None:
             raise HarnessError("give --model models:/NAME@ALIAS or --run-id")
-        name, version = parse_model_uri(model_uri)
-        try:
-            found = (
-                client.get_model_version_by_alias(name, version[1:])
-                if version.startswith("@")
-                else client.get_model_version(name, version)
-            )
-        except MlflowException as error:
-            raise HarnessError(f"model {model_uri} does not resolve: {first_line(error)}") from None
-        version = str(found.version)
-        run_id = found.tags.get(VersionTag.SOURCE_RUN_ID) or found.run_id
+        model = uris.resolve(uris.parse(model_uri), tracker.client)
+        name, version, run_id = model.name, model.version, model.run_id
         if not run_id:
             raise HarnessError(f"model {model_uri} (version {version}) names no source run")
     try:
-        run = client.get_run(run_id)
+        run = tracker.client.get_run(run_id)
     except MlflowException:
         raise HarnessError(f"no MLflow run {run_id!r} in {tracker.tracking_uri}") from None
     missing = [p for p in (Param.DEPTH, Param.BASE_CHANNELS) if p not in run.data.params]
     if missing:
         raise HarnessError(f"run {run_id} is not a training run: no param {missing[0]}")
     return Source(run_id, dict(run.data.params), name, version)
-
-
-def parse_model_uri(model_uri: str) -> tuple[str, str]:
-    """models:/NAME@ALIAS -> (NAME, "@ALIAS"); models:/NAME/VERSION -> (NAME, "VERSION")."""
-    rest = model_uri.removeprefix("models:/").strip("/") if model_uri.startswith("models:/") else ""
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        if name and alias:
-            return name, "@" + alias
-    elif rest.count("/") == 1:
-        name, version = rest.split("/")
-        if name and version.isdigit():
-            return name, version
-    raise HarnessError(
-        f"model URI {model_uri!r}: use models:/NAME@ALIAS or models:/NAME/VERSION (or --run-id)"
-    )
 
 
 def load_encoder_source(tracker: Tracker, run_id: str, device: torch.device) -> UNet:
@@ -395,7 +371,7 @@ def log_transfer(
     run_id = tracker.start_run(tracker.experiment_id(options.experiment), name, tags=tags)
     with tracker.run_status(run_id):
         params = {
-            "model": options.model if source.model_name else "",
+            "model": options.model if options.run_id is None else "",
             Param.DATASET: data,
             Param.IMAGE_SIZE: image_size,
             Param.DEPTH: source.params[Param.DEPTH],
@@ -453,7 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--model", default=defaults.model, help="models:/NAME@ALIAS or models:/NAME/VERSION"
+        "--model",
+        default=defaults.model,
+        help="models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH",
     )
     parser.add_argument("--run-id", default=None, help="a training run instead of --model")
     parser.add_argument("--tracking-uri", default=defaults.tracking_uri, help="MLflow tracking URI")
