@@ -20,7 +20,10 @@ USAGE = "use models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH"
 @pytest.mark.parametrize(
     ("uri", "expected"),
     [
-        ("models:/unet@champion", uris.VersionRef("models:/unet@champion", "unet", alias="champion")),
+        (
+            "models:/unet@champion",
+            uris.VersionRef("models:/unet@champion", "unet", alias="champion"),
+        ),
         ("models:/unet/3", uris.VersionRef("models:/unet/3", "unet", number="3")),
         ("models:/unet/12/", uris.VersionRef("models:/unet/12/", "unet", number="12")),
         ("runs:/abc123/model", uris.RunRef("runs:/abc123/model", "abc123", "model")),
