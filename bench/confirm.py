@@ -28,8 +28,12 @@ from real_data import ROOT, all_runs, fresh_run, git_commit, promoted_model  # n
 
 from harness.cli import quiet_libraries  # noqa: E402
 from harness.data import load_splits  # noqa: E402
-from harness.names import Metric, Role, Tag  # noqa: E402
-from harness.registry import SCORE_METRIC  # noqa: E402
+from harness.names import (  # noqa: E402
+    SCORE_METRIC,  # noqa: E402
+    Metric,
+    Role,
+    Tag,
+)
 
 SD_REDUCTION = 0.3  # the target's
 EXTRA_EPOCHS = 0.4

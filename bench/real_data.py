@@ -51,8 +51,15 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from harness.cli import quiet_libraries  # noqa: E402
 from harness.data import load_splits  # noqa: E402
-from harness.names import Metric, Param, Tag  # noqa: E402
-from harness.registry import CHAMPION, DEFAULT_REGISTERED_MODEL, SCORE_METRIC, VersionTag  # noqa: E402
+from harness.names import (  # noqa: E402  # noqa: E402
+    CHAMPION,
+    DEFAULT_REGISTERED_MODEL,
+    SCORE_METRIC,
+    Metric,
+    Param,
+    Tag,
+    VersionTag,
+)
 
 DATA_DIR = ROOT.parent / "shared" / "data"
 DATASETS = ("weizmann-horse", "kvasir-seg")

@@ -75,7 +75,7 @@ COMPILE_HELP = (
 
 # --- options: a dataclass field that is also its command's flag, declared once ----------------
 
-FLAG = "harness.flag"  # a field's metadata key: its flag strings and argparse keywords
+FLAG = "flag"  # a field's metadata key: its flag strings, argument group and argparse keywords
 Options = TypeVar("Options")
 
 
@@ -101,10 +101,15 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def parser_for(
-    prog: str, description: str, options: type, groups: dict[str, str] | None = None
+    prog: str,
+    description: str,
+    options: type,
+    groups: dict[str, str] | None = None,
+    one_of: str | None = None,
 ) -> argparse.ArgumentParser:
     """A command's parser with its options dataclass's flags, in field order and in their
-    argument groups (`groups`: a group's description by its title)."""
+    argument groups (`groups`: a group's description by its title); exactly one flag of the
+    group `one_of` must be given."""
     parser = argparse.ArgumentParser(
         prog=prog, description=description, formatter_class=HelpFormatter
     )
@@ -114,7 +119,9 @@ def parser_for(
         if FLAG not in field.metadata:
             continue
         flags, group, kwargs = field.metadata[FLAG]
-        if group not in containers:
+        if group not in containers and group == one_of:
+            containers[group] = parser.add_mutually_exclusive_group(required=True)
+        elif group not in containers:
             containers[group] = parser.add_argument_group(group, descriptions.get(group))
         if flags[0].startswith("-"):
             kwargs = {"dest": field.name, **kwargs}
@@ -164,8 +171,9 @@ def device_option(help: str = DEVICE_HELP, **kwargs) -> Any:
 
 
 def precision_option(**kwargs) -> Any:
-    precisions = ("auto", "fp32", "bf16", "fp16")  # trainer.PRECISIONS, which needs torch
-    return option("--precision", default="auto", choices=precisions, help=PRECISION_HELP, **kwargs)
+    from harness.trainer import PRECISIONS  # torch: imported by the commands that train
+
+    return option("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP, **kwargs)
 
 
 def compile_option(**kwargs) -> Any:
@@ -184,45 +192,6 @@ def force_option(**kwargs) -> Any:
 
 def min_improvement_option(**kwargs) -> Any:
     return option("--min-improvement", type=float, default=0.0, help=MIN_IMPROVEMENT_HELP, **kwargs)
-
-
-def add_data_flags(parser, *, default: str, image_size_default: int | None, image_size_help: str):
-    """--data, --image-size and --cache-dir, as every command that loads data spells them."""
-    parser.add_argument("--data", default=default, help=DATA_HELP)
-    parser.add_argument(
-        "--image-size", type=positive_int, default=image_size_default, help=image_size_help
-    )
-    parser.add_argument(
-        "--cache-dir",
-        default=None,
-        help="decoded-data cache (default $HARNESS_CACHE_DIR or ~/.cache/harness)",
-    )
-
-
-def add_compute_flags(parser, *, device_help: str = DEVICE_HELP):
-    """--device, --precision and --compile for the commands that train."""
-    from harness.trainer import PRECISIONS  # torch is imported only by commands that train
-
-    parser.add_argument("--device", default="auto", help=device_help)
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
-    parser.add_argument("--compile", action="store_true", help=COMPILE_HELP)
-
-
-def add_promotion_flags(parser, *, force: bool = True):
-    """--min-improvement (and --force) for the commands that promote a model."""
-    parser.add_argument(
-        "--min-improvement",
-        type=float,
-        default=0.0,
-        help="the per-image test IoU difference over the champion whose 90%% bootstrap "
-        "interval's lower end a challenger must exceed to take the champion alias",
-    )
-    if force:
-        parser.add_argument(
-            "--force",
-            action="store_true",
-            help="make it the champion whatever the comparison says",
-        )
 
 
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:

@@ -17,15 +17,14 @@ from harness.errors import HarnessError
 from harness.models import UNet
 from harness.names import Param
 from harness.predict import load_model
-from harness.registry import CHAMPION, DEFAULT_REGISTERED_MODEL
+from harness.registry.uris import CHAMPION_URI
 from harness.tracking import DEFAULT_TRACKING_URI
-
-CHAMPION_URI = f"models:/{DEFAULT_REGISTERED_MODEL}@{CHAMPION}"
 
 
 def load_unet(model_uri: str = CHAMPION_URI, tracking_uri: str = DEFAULT_TRACKING_URI) -> UNet:
     """The model's `UNet` with its weights, on the CPU and in training mode; its output is
-    logits (the served model adds the sigmoid)."""
+    logits (the served model adds the sigmoid). `model_uri` follows the rules of
+    `harness.registry.uris`, or is a local model folder, as for `harness.predict`."""
     exported, metadata = load_model(_graph_and_metadata, model_uri, tracking_uri)
     try:
         depth, base_channels = int(metadata[Param.DEPTH]), int(metadata[Param.BASE_CHANNELS])

@@ -114,6 +114,7 @@ class Role:
     TRIAL = "trial"  # one trial of the search
     CONFIRM = "confirm"  # a top trial's configuration retrained with another seed
     REFIT = "refit"  # the winning configuration retrained on train + validation
+    TRANSFER = "transfer"  # a harness.transfer run
     PROJECT = "project"  # `mlflow run`'s own run, hung under the harness's
 
 
@@ -134,6 +135,10 @@ class Tag:
     BEST_PARAM_PREFIX = "best."
     BEST_TRIAL_NUMBER = "best.trial_number"
     BEST_RUN_ID = "best.run_id"
+    # on a transfer run: the run whose encoder it reuses, and the model version it came from
+    SOURCE_RUN_ID = "harness.source_run_id"
+    MODEL_NAME = "harness.model_name"
+    MODEL_VERSION = "harness.model_version"
 
 
 class TrialAttr:
@@ -176,6 +181,45 @@ class Artifact:
     PER_IMAGE_FILE = "evaluation/test_per_image.json"
     TRIALS_CSV = "trials.csv"  # on a study's parent run
     CONFIRMATION_CSV = "confirmation.csv"  # ... one row per run of the final stage
+    CONFUSION_FIGURE = "confusion_matrix.png"  # on a transfer run (under FIGURES_DIR)
+    CONFUSION_JSON = "confusion_matrix.json"
+
+
+# --- the Model Registry ---------------------------------------------------------------------
+
+DEFAULT_REGISTERED_MODEL = "harness-unet"
+CHAMPION = "champion"  # the alias of the model in use
+CHALLENGER = "challenger"  # the alias of the latest version registered
+LOGGED_MODEL_NAME = "unet"
+SCORE_METRIC = TEST_IOU  # what the promotion compares
+
+
+class VersionTag:
+    """Tags on a registered model version."""
+
+    SOURCE_RUN_ID = Tag.SOURCE_RUN_ID  # the run it was made from
+    STUDY = Tag.STUDY
+    TRIAL_NUMBER = Tag.TRIAL_NUMBER
+    DATASET_FINGERPRINT = Tag.DATASET_FINGERPRINT
+    SCORE = "harness.score"  # this version's test_iou
+    CHAMPION_SCORE = "harness.champion_score"  # the champion's, when this version was decided
+    CHAMPION_VERSION = "harness.champion_version"
+    PROMOTED = "harness.promoted"  # "true": took the champion alias
+    DECISION = "harness.decision"  # Promotion.reason
+    # the paired bootstrap of per-image test IoU, this version minus the champion
+    DIFF_MEAN = "harness.diff_mean"
+    DIFF_CI_LOW = "harness.diff_ci_low"
+    DIFF_CI_HIGH = "harness.diff_ci_high"
+    TRANSFER_RUN = "harness.transfer_run_id"  # the latest transfer run on this version
+    # the source run's params and metrics, copied
+    PARAM_PREFIX = "param."
+    METRIC_PREFIX = "metric."
+
+
+# --- experiments of the single-run commands -------------------------------------------------
+
+TRAIN_EXPERIMENT = "harness-train"
+TRANSFER_EXPERIMENT = "harness-transfer"
 
 
 # MLflow's UI shows the classic training-runs table (nested runs, compare view) for this kind.

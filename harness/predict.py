@@ -8,10 +8,11 @@ bilinear resize as the training data. The model's foreground probabilities are r
 image's own size (bilinear) and thresholded, and each mask is written as an 8-bit greyscale
 PNG `<out>/<image stem>.png`: 255 = foreground, 0 = background.
 
-The model is any MLflow model that `harness.registry` logs (`models:/NAME@ALIAS`,
-`models:/NAME/VERSION`, `runs:/...`, or a local folder): pyfunc `predict` takes float32
-(N, 3, S, S) in [0, 1] and returns foreground probabilities (N, 1, S, S). Every image is decoded
-before the model runs, so a file that does not decode stops the command with nothing written.
+The model is any MLflow model that `harness.registry` logs: `models:/NAME@ALIAS`,
+`models:/NAME/VERSION` or `runs:/RUN_ID/PATH` (the rules of `harness.registry.uris`, the same
+in every command), or a local model folder. Its pyfunc `predict` takes float32 (N, 3, S, S) in
+[0, 1] and returns foreground probabilities (N, 1, S, S). Every image is decoded before the
+model runs, so a file that does not decode stops the command with nothing written.
 """
 
 import argparse
@@ -29,10 +30,10 @@ from mlflow.tracking import MlflowClient
 from torchvision.io import ImageReadMode, decode_image, write_png
 from torchvision.transforms import InterpolationMode
 
-from harness.cli import probability, run_main
-from harness.errors import HarnessError, first_line
+from harness.cli import option, options_from, parser_for, probability, run_main, tracking_uri_option
+from harness.errors import HarnessError, user_error
 from harness.names import Param
-from harness.registry import CHAMPION, DEFAULT_REGISTERED_MODEL
+from harness.registry import uris
 from harness.tracking import DEFAULT_TRACKING_URI, require_store
 
 BATCH_SIZE = 32
@@ -60,49 +61,31 @@ def load_served_model(model_uri: str, tracking_uri: str = DEFAULT_TRACKING_URI) 
 
 
 def load_model(loader, model_uri: str, tracking_uri: str = DEFAULT_TRACKING_URI):
-    """`loader` (an MLflow flavour's load_model) on a model folder, or on a models:/ or runs:/
-    model downloaded from `tracking_uri`. A missing store or model is a one-line error naming
-    where it looked; a local store that is not there is not created."""
-    local_folder = Path(model_uri).is_dir()
-    try:
-        if local_folder:
+    """`loader` (an MLflow flavour's load_model) on a model folder, or on a model URI
+    (`harness.registry.uris`) downloaded from `tracking_uri`. A malformed URI, a missing store
+    or model is a one-line error naming where it looked; a local store that is not there is
+    not created."""
+    if Path(model_uri).is_dir():
+        try:
             return loader(model_uri)
-        require_store(tracking_uri)
-        location = model_uri
-        if model_uri.startswith("models:/"):
-            location = resolve_models_uri(model_uri, MlflowClient(tracking_uri))
+        except (MlflowException, OSError) as error:
+            raise user_error(f"cannot load model {model_uri}", error) from None
+    if not uris.has_model_scheme(model_uri):
+        raise HarnessError(f"cannot load model {model_uri}: no such folder, and not a model URI")
+    ref = uris.parse(model_uri)  # before the store: a typo needs none to be reported
+    require_store(tracking_uri)
+    model = uris.resolve(ref, MlflowClient(tracking_uri))
+    try:
         with tempfile.TemporaryDirectory() as tmp:
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=location,
+                artifact_uri=model.location,
                 dst_path=tmp,
                 tracking_uri=tracking_uri,
                 registry_uri=tracking_uri,
             )
             return loader(local)
     except (MlflowException, OSError) as error:
-        where = "" if local_folder else f" from {tracking_uri}"
-        raise HarnessError(f"cannot load model {model_uri}{where}: {first_line(error)}") from None
-
-
-def resolve_models_uri(model_uri: str, client: MlflowClient) -> str:
-    """The artifact location of models:/NAME@ALIAS, models:/NAME/VERSION, models:/NAME/latest
-    or models:/MODEL_ID, looked up with `client`: MLflow's own resolution of models:/ URIs asks
-    the process-global registry URI, whatever tracking URI it is given."""
-    rest = model_uri[len("models:/") :].strip("/")
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        version = client.get_model_version_by_alias(name, alias).version
-    elif "/" in rest:
-        name, version = rest.split("/", 1)
-        if version == "latest":
-            quoted = name.replace("'", "\\'")
-            found = client.search_model_versions(f"name = '{quoted}'")
-            if not found:
-                raise HarnessError(f"registered model {name!r} has no version")
-            version = max(found, key=lambda v: int(v.version)).version
-    else:
-        return client.get_logged_model(rest).artifact_location
-    return client.get_model_version_download_uri(name, str(version))
+        raise user_error(f"cannot load model {model_uri} from {tracking_uri}", error) from None
 
 
 def model_image_size(model: mlflow.pyfunc.PyFuncModel, model_uri: str) -> int:
@@ -181,29 +164,30 @@ def write_masks(
         write_png(to_mask(probs, image.shape[1], image.shape[2], threshold), str(output))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m harness.predict",
-        description="Write a mask PNG (255 = foreground, 0 = background) for each image, at the "
-        "image's own size, using a registered model.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+@dataclass(frozen=True)
+class PredictOptions:
+    images: list[Path] = option("images", nargs="+", type=Path, help="image files (JPEG, PNG, ...)")
+    out: Path = option("--out", type=Path, required=True, help="folder for the mask PNGs")
+    model: str = option(
+        "--model", default=uris.CHAMPION_URI, help=f"{uris.FORMS} or a model folder"
     )
-    parser.add_argument("images", nargs="+", type=Path, help="image files (JPEG, PNG, ...)")
-    parser.add_argument(
-        "--model",
-        default=f"models:/{DEFAULT_REGISTERED_MODEL}@{CHAMPION}",
-        help="MLflow model URI: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/... or a folder",
-    )
-    parser.add_argument("--out", type=Path, required=True, help="folder for the mask PNGs")
-    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow tracking URI")
-    parser.add_argument(
+    tracking_uri: str = tracking_uri_option()
+    threshold: float = option(
         "--threshold", type=probability, default=0.5, help="foreground above this probability"
     )
-    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return parser_for(
+        "python -m harness.predict",
+        "Write a mask PNG (255 = foreground, 0 = background) for each image, at the image's own "
+        "size, using a registered model.",
+        PredictOptions,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = options_from(PredictOptions, build_parser().parse_args(argv))
     missing = [path for path in args.images if not path.is_file()]
     if missing:
         raise HarnessError(f"no such image file: {missing[0]}")

@@ -10,12 +10,23 @@ again, for a study searched with `--no-promote`, or for a plain `harness.train` 
 
 import argparse
 import sys
+from dataclasses import dataclass
 
-from harness.cli import add_promotion_flags, run_main
+from harness.cli import (
+    force_option,
+    min_improvement_option,
+    option,
+    options_from,
+    parser_for,
+    run_main,
+    storage_option,
+    tracking_uri_option,
+)
 from harness.errors import HarnessError
-from harness.names import DEFAULT_STORAGE
-from harness.registry import DEFAULT_REGISTERED_MODEL, Promotion, promote_run
-from harness.tracking import DEFAULT_TRACKING_URI, Tracker
+from harness.names import CHALLENGER, CHAMPION, DEFAULT_REGISTERED_MODEL
+from harness.registry.promotion import Promotion, promote_run
+from harness.registry.uris import alias_uri
+from harness.tracking import Tracker
 
 
 def best_run_id(study_name: str, storage: str) -> str:
@@ -36,31 +47,40 @@ def best_run_id(study_name: str, storage: str) -> str:
     return run_id
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m harness.promote",
-        description="Register a training run's model in the MLflow Model Registry as alias "
-        "'challenger'; it also becomes 'champion' if there is none yet or it beats the "
-        "champion trained on the same data beyond the noise: the 90% paired-bootstrap "
-        "interval of its per-image test IoU minus the champion's lies above --min-improvement.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+SOURCE = "source"  # --study or --run-id
+
+
+@dataclass(frozen=True)
+class PromoteOptions:
+    study: str | None = option(
+        "--study", group=SOURCE, help="promote this Optuna study's best trial"
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--study", help="promote this Optuna study's best trial")
-    source.add_argument("--run-id", help="promote this MLflow run (it needs a test_iou metric)")
-    parser.add_argument(
-        "--storage", default=DEFAULT_STORAGE, help="Optuna storage URL (with --study)"
+    run_id: str | None = option(
+        "--run-id", group=SOURCE, help="promote this MLflow run (it needs a test_iou metric)"
     )
-    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow tracking URI")
-    parser.add_argument(
+    storage: str = storage_option("Optuna storage URL (with --study)")
+    tracking_uri: str = tracking_uri_option()
+    registered_model: str = option(
         "--registered-model", default=DEFAULT_REGISTERED_MODEL, help="MLflow registered model name"
     )
-    add_promotion_flags(parser)
-    return parser
+    min_improvement: float = min_improvement_option()
+    force: bool = force_option()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return parser_for(
+        "python -m harness.promote",
+        "Register a training run's model in the MLflow Model Registry as alias 'challenger'; it "
+        "also becomes 'champion' if there is none yet or it beats the champion trained on the "
+        "same data beyond the noise: the 90%% paired-bootstrap interval of its per-image test "
+        "IoU minus the champion's lies above --min-improvement.",
+        PromoteOptions,
+        one_of=SOURCE,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = options_from(PromoteOptions, build_parser().parse_args(argv))
     run_id = args.run_id or best_run_id(args.study, args.storage)
     tracker = Tracker(args.tracking_uri, create=False)
     promotion: Promotion = promote_run(
@@ -70,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         force=args.force,
         min_improvement=args.min_improvement,
     )
-    alias = "champion" if promotion.promoted else "challenger"
-    print(f"load it with mlflow.pyfunc.load_model('models:/{args.registered_model}@{alias}')")
+    uri = alias_uri(args.registered_model, CHAMPION if promotion.promoted else CHALLENGER)
+    print(f"load it with mlflow.pyfunc.load_model('{uri}')")
     return 0
 
 

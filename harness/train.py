@@ -21,7 +21,7 @@ from harness.cli import (
 )
 from harness.data import DEFAULT_SPEC, load_splits
 from harness.devices import resolve_device
-from harness.names import Role, Tag
+from harness.names import TRAIN_EXPERIMENT, Role, Tag
 from harness.runs import log_evaluation, train_tracked
 from harness.tracking import Tracker, check_reachable
 from harness.trainer import TrainConfig
@@ -85,7 +85,7 @@ class TrainOptions:
     compile_model: bool = compile_option(group=MODEL)
     tracking_uri: str = tracking_uri_option(group=TRACKING)
     experiment: str = option(
-        "--experiment", default="harness-train", group=TRACKING, help="MLflow experiment name"
+        "--experiment", default=TRAIN_EXPERIMENT, group=TRACKING, help="MLflow experiment name"
     )
     run_name: str | None = option(
         "--run-name", group=TRACKING, help="MLflow run name (default: derived from the params)"

@@ -18,9 +18,10 @@ averaged over the image and its mirror image:
 `masked+grid` is the default; what each reaches is in docs/performance.md.
 
 The encoder weights come from the source run's checkpoint (a plain state dict, loaded with
-`weights_only=True`): a registered model is an exported graph, so `models:/NAME@ALIAS` or
-`models:/NAME/VERSION` is resolved to its version's source run (`harness.source_run_id`);
-`--run-id` names a run directly. The data and image size default to the run's own.
+`weights_only=True`): a registered model is an exported graph, so `--model` (`models:/NAME@ALIAS`,
+`models:/NAME/VERSION` or `runs:/RUN_ID/PATH`, the rules of `harness.registry.uris`) is resolved
+to the run behind it, for a version its source run (`harness.source_run_id`); `--run-id` names
+a run directly. The data and image size default to the run's own.
 
 The result is an MLflow run in the experiment `harness-transfer`: per split (train, val,
 test) `*_accuracy`, `*_balanced_accuracy`, `*_accuracy_cat`, `*_accuracy_dog`; the test
@@ -44,19 +45,29 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torchvision.ops import roi_align
 
-from harness.cli import positive_int, run_main
+from harness.cli import (
+    cache_dir_option,
+    data_option,
+    device_option,
+    image_size_option,
+    option,
+    options_from,
+    parser_for,
+    positive_int,
+    run_main,
+    tracking_uri_option,
+)
 from harness.data import SPECIES, SegmentationSet, load_splits
 from harness.devices import resolve_device
-from harness.errors import HarnessError, first_line
+from harness.errors import HarnessError, user_error
 from harness.figures import style
 from harness.models import UNet
-from harness.names import Param, Tag
-from harness.registry import CHAMPION, DEFAULT_REGISTERED_MODEL, VersionTag
+from harness.names import TRANSFER_EXPERIMENT, Artifact, Param, Role, Tag, VersionTag
+from harness.registry import uris
 from harness.runs import load_run_model
-from harness.tracking import DEFAULT_TRACKING_URI, Tracker
+from harness.tracking import Tracker
 from harness.trainer import inference_batches, to_input
 
-EXPERIMENT = "harness-transfer"
 FEATURE_PARTS = ("pooled", "masked", "grid")
 DEFAULT_FEATURES = "masked+grid"
 DEFAULT_LEVELS = 2
@@ -64,29 +75,30 @@ GRID = 3  # cells across the pet's box
 # Inverse regularisation strengths tried; the one with the best validation balanced accuracy
 # is kept. Strong regularisation matters: a few hundred images, hundreds of features.
 C_GRID = (0.0001, 0.001, 0.01, 0.1, 1.0)
-TRANSFER_RUN_TAG = "harness.transfer_run_id"  # on the model version
-CONFUSION_FIGURE = "confusion_matrix.png"
-CONFUSION_JSON = "confusion_matrix.json"
-
-
-class TransferTag:
-    MODEL_NAME = "harness.model_name"
-    MODEL_VERSION = "harness.model_version"
-    SOURCE_RUN_ID = VersionTag.SOURCE_RUN_ID
 
 
 @dataclass(frozen=True)
 class TransferOptions:
-    model: str | None = f"models:/{DEFAULT_REGISTERED_MODEL}@{CHAMPION}"
-    run_id: str | None = None  # instead of model
-    tracking_uri: str = DEFAULT_TRACKING_URI
-    data: str | None = None  # None: the source run's dataset
-    image_size: int | None = None  # None: the source run's
-    features: str = DEFAULT_FEATURES
-    levels: int = DEFAULT_LEVELS
-    experiment: str = EXPERIMENT
-    device: str = "auto"
-    cache_dir: str | None = None
+    model: str | None = option(
+        "--model", default=uris.CHAMPION_URI, help=f"{uris.FORMS}, or --run-id instead"
+    )
+    run_id: str | None = option("--run-id", help="a training run instead of --model")
+    tracking_uri: str = tracking_uri_option()
+    data: str | None = data_option(None, "dataset spec (default: the source run's)")
+    image_size: int | None = image_size_option(None, "default: the source run's")
+    features: str = option(
+        "--features",
+        default=DEFAULT_FEATURES,
+        help="how encoder features are pooled: pooled, masked and grid joined by +",
+    )
+    levels: int = option(
+        "--levels", type=positive_int, default=DEFAULT_LEVELS, help="deepest encoder levels used"
+    )
+    experiment: str = option(
+        "--experiment", default=TRANSFER_EXPERIMENT, help="MLflow experiment of the run"
+    )
+    device: str = device_option()
+    cache_dir: str | None = cache_dir_option()
 
 
 @dataclass(frozen=True)
@@ -156,27 +168,17 @@ def run_transfer(options: TransferOptions) -> TransferResult:
 
 
 def resolve_source(tracker: Tracker, model_uri: str | None, run_id: str | None) -> Source:
-    """The run behind `--run-id`, or behind a models:/ URI's version (`harness.source_run_id`)."""
-    client = tracker.client
+    """The run behind `--run-id`, or behind the `--model` URI (for a version, its source run)."""
     name = version = None
     if run_id is None:
         if model_uri is None:
             raise HarnessError("give --model models:/NAME@ALIAS or --run-id")
-        name, version = parse_model_uri(model_uri)
-        try:
-            found = (
-                client.get_model_version_by_alias(name, version[1:])
-                if version.startswith("@")
-                else client.get_model_version(name, version)
-            )
-        except MlflowException as error:
-            raise HarnessError(f"model {model_uri} does not resolve: {first_line(error)}") from None
-        version = str(found.version)
-        run_id = found.tags.get(VersionTag.SOURCE_RUN_ID) or found.run_id
+        model = uris.resolve(uris.parse(model_uri), tracker.client)
+        name, version, run_id = model.name, model.version, model.run_id
         if not run_id:
             raise HarnessError(f"model {model_uri} (version {version}) names no source run")
     try:
-        run = client.get_run(run_id)
+        run = tracker.client.get_run(run_id)
     except MlflowException:
         raise HarnessError(f"no MLflow run {run_id!r} in {tracker.tracking_uri}") from None
     missing = [p for p in (Param.DEPTH, Param.BASE_CHANNELS) if p not in run.data.params]
@@ -185,28 +187,12 @@ def resolve_source(tracker: Tracker, model_uri: str | None, run_id: str | None) 
     return Source(run_id, dict(run.data.params), name, version)
 
 
-def parse_model_uri(model_uri: str) -> tuple[str, str]:
-    """models:/NAME@ALIAS -> (NAME, "@ALIAS"); models:/NAME/VERSION -> (NAME, "VERSION")."""
-    rest = model_uri.removeprefix("models:/").strip("/") if model_uri.startswith("models:/") else ""
-    if "@" in rest:
-        name, alias = rest.split("@", 1)
-        if name and alias:
-            return name, "@" + alias
-    elif rest.count("/") == 1:
-        name, version = rest.split("/")
-        if name and version.isdigit():
-            return name, version
-    raise HarnessError(
-        f"model URI {model_uri!r}: use models:/NAME@ALIAS or models:/NAME/VERSION (or --run-id)"
-    )
-
-
 def load_encoder_source(tracker: Tracker, run_id: str, device: torch.device) -> UNet:
     """The run's UNet from its checkpoint (plain state dict, weights_only=True), frozen."""
     try:
         model = load_run_model(tracker, run_id, device)
     except MlflowException as error:
-        raise HarnessError(f"run {run_id}: no usable checkpoint: {first_line(error)}") from None
+        raise user_error(f"run {run_id}: no usable checkpoint", error) from None
     return model.eval().requires_grad_(False)
 
 
@@ -380,11 +366,11 @@ def log_transfer(
     c: float,
     scores: dict[str, SpeciesScores],
 ) -> str:
-    tags = {Tag.ROLE: "transfer", TransferTag.SOURCE_RUN_ID: source.run_id}
+    tags = {Tag.ROLE: Role.TRANSFER, Tag.SOURCE_RUN_ID: source.run_id}
     if source.model_name is not None:
         tags |= {
-            TransferTag.MODEL_NAME: source.model_name,
-            TransferTag.MODEL_VERSION: source.model_version,
+            Tag.MODEL_NAME: source.model_name,
+            Tag.MODEL_VERSION: source.model_version,
         }
     name = (
         f"transfer-{source.model_name}-v{source.model_version}"
@@ -394,7 +380,7 @@ def log_transfer(
     run_id = tracker.start_run(tracker.experiment_id(options.experiment), name, tags=tags)
     with tracker.run_status(run_id):
         params = {
-            "model": options.model if source.model_name else "",
+            "model": options.model if options.run_id is None else "",
             Param.DATASET: data,
             Param.IMAGE_SIZE: image_size,
             Param.DEPTH: source.params[Param.DEPTH],
@@ -408,10 +394,10 @@ def log_transfer(
         metrics = {k: v for split, s in scores.items() for k, v in s.metrics(split).items()}
         tracker.log(run_id, metrics, params=params)
         figure = confusion_figure(scores["test"].confusion)
-        tracker.log_figure(run_id, figure, CONFUSION_FIGURE)
+        tracker.log_figure(run_id, figure, Artifact.CONFUSION_FIGURE)
         style.close(figure)
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / CONFUSION_JSON
+            path = Path(tmp) / Artifact.CONFUSION_JSON
             matrix = {
                 "labels": list(SPECIES),
                 "rows_true_columns_predicted": scores["test"].confusion.tolist(),
@@ -420,7 +406,7 @@ def log_transfer(
             tracker.client.log_artifact(run_id, str(path))
     if source.model_name is not None:
         tracker.client.set_model_version_tag(
-            source.model_name, source.model_version, TRANSFER_RUN_TAG, run_id
+            source.model_name, source.model_version, VersionTag.TRANSFER_RUN, run_id
         )
     return run_id
 
@@ -444,58 +430,17 @@ def confusion_figure(cm: np.ndarray):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = TransferOptions()
-    parser = argparse.ArgumentParser(
-        prog="python -m harness.transfer",
-        description="Cat-versus-dog classifier on the frozen encoder of a segmentation model: "
-        "pooled encoder features, class-balanced logistic regression, tracked in MLflow.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    return parser_for(
+        "python -m harness.transfer",
+        "Cat-versus-dog classifier on the frozen encoder of a segmentation model: pooled "
+        "encoder features, class-balanced logistic regression, tracked in MLflow.",
+        TransferOptions,
     )
-    parser.add_argument(
-        "--model", default=defaults.model, help="models:/NAME@ALIAS or models:/NAME/VERSION"
-    )
-    parser.add_argument("--run-id", default=None, help="a training run instead of --model")
-    parser.add_argument("--tracking-uri", default=defaults.tracking_uri, help="MLflow tracking URI")
-    parser.add_argument("--data", default=None, help="dataset spec (default: the source run's)")
-    parser.add_argument(
-        "--image-size", type=positive_int, default=None, help="default: the source run's"
-    )
-    parser.add_argument(
-        "--features",
-        default=defaults.features,
-        help="how encoder features are pooled: pooled, masked and grid joined by +",
-    )
-    parser.add_argument(
-        "--levels", type=positive_int, default=defaults.levels, help="deepest encoder levels used"
-    )
-    parser.add_argument(
-        "--experiment", default=defaults.experiment, help="MLflow experiment of the run"
-    )
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
-    parser.add_argument(
-        "--cache-dir",
-        default=None,
-        help="decoded-data cache (default $HARNESS_CACHE_DIR or ~/.cache/harness)",
-    )
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    result = run_transfer(
-        TransferOptions(
-            model=args.model,
-            run_id=args.run_id,
-            tracking_uri=args.tracking_uri,
-            data=args.data,
-            image_size=args.image_size,
-            features=args.features,
-            levels=args.levels,
-            experiment=args.experiment,
-            device=args.device,
-            cache_dir=args.cache_dir,
-        )
-    )
+    args = options_from(TransferOptions, build_parser().parse_args(argv))
+    result = run_transfer(args)
     origin = result.source
     what = f"{origin.model_name} version {origin.model_version}, " if origin.model_name else ""
     print(f"encoder of {what}run {origin.run_id}; {args.features} features, C = {result.c:g}")

@@ -19,7 +19,7 @@ from harness.cli import run_main
 from harness.finetune import load_unet
 from harness.models import UNet
 from harness.names import Tag
-from harness.registry import promote_run
+from harness.registry.promotion import promote_run
 from harness.runs import log_evaluation, train_tracked
 from harness.tracking import Tracker
 from harness.trainer import TrainConfig

@@ -20,14 +20,8 @@ from harness import promote
 from harness.cli import run_main
 from harness.errors import HarnessError
 from harness.models import UNet
-from harness.names import Artifact, Tag, TrialAttr
-from harness.registry import (
-    CHALLENGER,
-    CHAMPION,
-    Promotion,
-    VersionTag,
-    promote_run,
-)
+from harness.names import CHALLENGER, CHAMPION, Artifact, Tag, TrialAttr, VersionTag
+from harness.registry.promotion import Promotion, promote_run
 from harness.runs import log_evaluation, train_tracked
 from harness.search import SearchOptions, run_search
 from harness.tracking import Tracker

@@ -13,7 +13,7 @@ from harness import transfer
 from harness.cli import run_main
 from harness.data import load_splits
 from harness.names import Tag
-from harness.registry import promote_run
+from harness.registry.promotion import promote_run
 from harness.runs import log_evaluation, train_tracked
 from harness.tracking import Tracker
 from harness.trainer import TrainConfig

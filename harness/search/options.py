@@ -16,7 +16,7 @@ from harness.cli import (
     tracking_uri_option,
 )
 from harness.data import DEFAULT_SPEC
-from harness.registry import DEFAULT_REGISTERED_MODEL
+from harness.names import DEFAULT_REGISTERED_MODEL
 from harness.search.confirm import FinalSettings
 from harness.search.spaces import DEFAULT_SPACE, PRUNERS
 from harness.search.studies import DEFAULT_HEARTBEAT_S

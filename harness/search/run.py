@@ -41,7 +41,7 @@ from harness.names import (
     TrialAttr,
     stage_epochs_metric,
 )
-from harness.registry import promote_run
+from harness.registry.promotion import promote_run
 from harness.runs import load_run_model, log_evaluation
 from harness.search.confirm import (
     FinalResult,
