@@ -33,6 +33,7 @@ from harness.names import (  # noqa: E402
     Metric,
     Role,
     Tag,
+    stage_epochs_metric,
 )
 
 SD_REDUCTION = 0.3  # the target's
@@ -51,7 +52,7 @@ def measure(data: str, seed: int, trials: int) -> dict:
             "winner_mean": metrics[Metric.WINNER_TEST_IOU_MEAN],
             "winner_sd": metrics.get(Metric.WINNER_TEST_IOU_SD),
             "registered": registered,
-            "epochs": {stage: int(metrics[f"epochs_{stage}"]) for stage in STAGES},
+            "epochs": {stage: int(metrics[stage_epochs_metric(stage)]) for stage in STAGES},
             "wall_s": wall,
             "notes": words,
         }

@@ -31,6 +31,23 @@ class Param:
     # may not change, since trials on other data or for another epoch budget are not comparable
     SPACE = "space"
     DATASET_FINGERPRINT = "dataset_fingerprint"
+    # a transfer run's: the source model, the feature recipe, the classifier and its C
+    MODEL = "model"
+    FEATURES = "features"
+    LEVELS = "levels"
+    CLASSIFIER = "classifier"
+    C = "C"
+
+
+def split_images_param(split: str) -> str:
+    """A transfer run's split size: `train_images`, ..."""
+    return f"{split}_images"
+
+
+def species_metric(split: str, score: str, species: str | None = None) -> str:
+    """A transfer run's score on a split, overall or on one species: `test_accuracy`,
+    `test_balanced_accuracy`, `test_accuracy_cat`."""
+    return f"{split}_{score}" + (f"_{species}" if species else "")
 
 
 class Metric:
@@ -183,6 +200,23 @@ class Artifact:
     CONFIRMATION_CSV = "confirmation.csv"  # ... one row per run of the final stage
     CONFUSION_FIGURE = "confusion_matrix.png"  # on a transfer run (under FIGURES_DIR)
     CONFUSION_JSON = "confusion_matrix.json"
+    REPORT_DIR = "report"  # harness.report's files, on the study's parent run
+
+
+class FigureName:
+    """Figures under `Artifact.FIGURES_DIR`: of every training run, and of a study's parent
+    run (Optuna's plots)."""
+
+    LEARNING_CURVES = "learning_curves.png"
+    OPTIMIZATION_HISTORY = "optimization_history.png"
+    INTERMEDIATE_VALUES = "intermediate_values.png"
+    PARAM_IMPORTANCES = "param_importances.png"
+    PARALLEL_COORDINATE = "parallel_coordinate.png"
+
+
+def predictions_figure(split: str) -> str:
+    """A training run's predictions on a few images of a split: `val_predictions.png`."""
+    return f"{split}_predictions.png"
 
 
 # --- the Model Registry ---------------------------------------------------------------------

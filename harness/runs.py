@@ -12,7 +12,7 @@ import torch
 from harness.data import SegmentationSet, Splits
 from harness.figures import style, training
 from harness.metrics import Scores, per_image_iou
-from harness.names import Param, Tag
+from harness.names import FigureName, Param, Tag, predictions_figure
 from harness.tracking import Tracker, epoch_metrics, fit_metrics, split_metrics
 from harness.trainer import (
     EpochHook,
@@ -81,7 +81,7 @@ def train_tracked(
     tracker.log(run_id, fit_metrics(result), tags={Tag.STOP_REASON: result.stop_reason})
     tracker.log_checkpoint(run_id, result.model)
     figure = training.learning_curves(result.history)
-    tracker.log_figure(run_id, figure, "learning_curves.png")
+    tracker.log_figure(run_id, figure, FigureName.LEARNING_CURVES)
     style.close(figure)
     return result
 
@@ -145,6 +145,6 @@ def log_evaluation(
     figure = training.prediction_grid(
         preview.images, preview.masks, predict_masks(model, preview.images, device), preview.names
     )
-    tracker.log_figure(run_id, figure, f"{shown}_predictions.png")
+    tracker.log_figure(run_id, figure, predictions_figure(shown))
     style.close(figure)
     return scores

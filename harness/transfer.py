@@ -62,7 +62,16 @@ from harness.devices import resolve_device
 from harness.errors import HarnessError, user_error
 from harness.figures import style
 from harness.models import UNet
-from harness.names import TRANSFER_EXPERIMENT, Artifact, Param, Role, Tag, VersionTag
+from harness.names import (
+    TRANSFER_EXPERIMENT,
+    Artifact,
+    Param,
+    Role,
+    Tag,
+    VersionTag,
+    species_metric,
+    split_images_param,
+)
 from harness.registry import uris
 from harness.runs import load_run_model
 from harness.tracking import Tracker
@@ -120,9 +129,9 @@ class SpeciesScores:
 
     def metrics(self, split: str) -> dict[str, float]:
         return {
-            f"{split}_accuracy": self.accuracy,
-            f"{split}_balanced_accuracy": self.balanced_accuracy,
-            **{f"{split}_accuracy_{name}": value for name, value in self.per_class.items()},
+            species_metric(split, "accuracy"): self.accuracy,
+            species_metric(split, "balanced_accuracy"): self.balanced_accuracy,
+            **{species_metric(split, "accuracy", name): v for name, v in self.per_class.items()},
         }
 
 
@@ -380,16 +389,16 @@ def log_transfer(
     run_id = tracker.start_run(tracker.experiment_id(options.experiment), name, tags=tags)
     with tracker.run_status(run_id):
         params = {
-            "model": options.model if options.run_id is None else "",
+            Param.MODEL: options.model if options.run_id is None else "",
             Param.DATASET: data,
             Param.IMAGE_SIZE: image_size,
             Param.DEPTH: source.params[Param.DEPTH],
             Param.BASE_CHANNELS: source.params[Param.BASE_CHANNELS],
-            "features": options.features,
-            "levels": options.levels,
-            "classifier": "logistic regression, standardised, class_weight=balanced",
-            "C": c,
-            **{f"{split}_images": len(s) for split, s in sets.items()},
+            Param.FEATURES: options.features,
+            Param.LEVELS: options.levels,
+            Param.CLASSIFIER: "logistic regression, standardised, class_weight=balanced",
+            Param.C: c,
+            **{split_images_param(split): len(s) for split, s in sets.items()},
         }
         metrics = {k: v for split, s in scores.items() for k, v in s.metrics(split).items()}
         tracker.log(run_id, metrics, params=params)

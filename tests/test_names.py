@@ -24,6 +24,7 @@ NAME_CLASSES = (
     names.TrialAttr,
     names.StudyAttr,
     names.Artifact,
+    names.FigureName,
     names.VersionTag,
 )
 

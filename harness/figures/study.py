@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from harness.errors import first_line
 from harness.figures import style
 from harness.figures.style import plt
+from harness.names import FigureName
 
 IMPORTANCE_METHOD = "PED-ANOVA"
 # Below this many complete trials, importances are mostly noise (PED-ANOVA looks at the top
@@ -193,8 +194,8 @@ def _optuna_figure(plot, study: optuna.Study, **kwargs) -> Figure | None:
 
 # The parent run's figures/, by file name.
 STUDY_FIGURES = {
-    "optimization_history.png": optimization_history,
-    "intermediate_values.png": intermediate_values,
-    "param_importances.png": param_importances_plot,
-    "parallel_coordinate.png": parallel_coordinate,
+    FigureName.OPTIMIZATION_HISTORY: optimization_history,
+    FigureName.INTERMEDIATE_VALUES: intermediate_values,
+    FigureName.PARAM_IMPORTANCES: param_importances_plot,
+    FigureName.PARALLEL_COORDINATE: parallel_coordinate,
 }

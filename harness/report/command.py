@@ -37,6 +37,7 @@ from harness.cli import (
     tracking_uri_option,
 )
 from harness.devices import resolve_device
+from harness.names import Artifact
 from harness.report import reading
 from harness.report.document import HTML_FILE, MARKDOWN_FILE, write_report
 from harness.report.final import final_section
@@ -49,8 +50,6 @@ from harness.report.sections import (
     pruning_section,
 )
 from harness.tracking import Tracker
-
-REPORT_ARTIFACT_DIR = "report"
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ def make_report(options: ReportOptions) -> Path:
     out = options.out or Path("reports") / safe_name(options.study)
     files = write_report(f"Study {options.study!r}", sections, out)
     if options.log:
-        reading.log_report(tracker, record.parent_run_id, files, out, REPORT_ARTIFACT_DIR)
+        reading.log_report(tracker, record.parent_run_id, files, out, Artifact.REPORT_DIR)
     return out / HTML_FILE
 
 
@@ -126,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     path = make_report(options)
     print(f"report written: {path} (and {path.with_name(MARKDOWN_FILE)})")
     if options.log:
-        print(f"logged on the study's MLflow parent run under {REPORT_ARTIFACT_DIR}/")
+        print(f"logged on the study's MLflow parent run under {Artifact.REPORT_DIR}/")
     return 0
 
 
