@@ -1,4 +1,9 @@
-"""What every command-line entry point shares: flag types and the error contract.
+"""What every command-line entry point shares: options declared once, flag types and the
+error contract.
+
+A command's options are a frozen dataclass whose fields are made by `option` (or one of the
+shared ones below, such as `tracking_uri_option`): `parser_for` builds the command's parser
+from it and `options_from` fills it from the parsed arguments.
 
 A `HarnessError` (the user's to fix) ends with one line on stderr and exit status 2;
 Ctrl-C ends with status 130 and SIGTERM with 143 (128 + 15, as a shell reports a process
@@ -83,7 +88,7 @@ def option(*flags: str, default: Any = None, group: str | None = None, **argpars
     """A field of a command's options dataclass and the flag that sets it.
 
     The flag's destination is the field's name and its default the field's, so the dataclass is
-    the one place a command's options are declared: `add_options` puts them on a parser and
+    the one place a command's options are declared: `parser_for` puts them on a parser and
     `options_from` reads them back (a switch such as `--no-promote` sets `promote: bool = True`
     with `action="store_false"`). A flag without a dash is a positional argument.
     """
