@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from harness.errors import HarnessError
-from harness.names import DEFAULT_STORAGE, DEFAULT_TRACKING_URI
+from harness.names import DEFAULT_REGISTERED_MODEL, DEFAULT_STORAGE, DEFAULT_TRACKING_URI
 from harness.stopping import INTERRUPTED, TERMINATED, Terminated, stops_handled
 
 EXIT_USAGE = 2
@@ -193,6 +193,10 @@ def force_option(**kwargs) -> Any:
         help="make it the champion whatever the comparison says",
         **kwargs,
     )
+
+
+def registered_model_option(help: str, **kwargs) -> Any:
+    return option("--registered-model", default=DEFAULT_REGISTERED_MODEL, help=help, **kwargs)
 
 
 def min_improvement_option(**kwargs) -> Any:

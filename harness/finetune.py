@@ -15,10 +15,9 @@ from torch import nn
 
 from harness.errors import HarnessError
 from harness.models import UNet
-from harness.names import Param
+from harness.names import DEFAULT_TRACKING_URI, Param
 from harness.predict import load_model
 from harness.registry.uris import CHAMPION_URI
-from harness.tracking import DEFAULT_TRACKING_URI
 
 
 def load_unet(model_uri: str = CHAMPION_URI, tracking_uri: str = DEFAULT_TRACKING_URI) -> UNet:

@@ -118,6 +118,9 @@ def confirmed_metric(trial_number: int, metric: str, statistic: str) -> str:
     return f"confirm_t{trial_number:03d}_{metric}_{statistic}"
 
 
+SEARCH_STAGE = "search"  # the trials; the final stage's are Role.CONFIRM and Role.REFIT
+
+
 def stage_epochs_metric(stage: str) -> str:
     """Epochs trained by a stage of the search (search, confirm, refit): `epochs_search`."""
     return f"epochs_{stage}"
@@ -201,6 +204,20 @@ class Artifact:
     CONFUSION_FIGURE = "confusion_matrix.png"  # on a transfer run (under FIGURES_DIR)
     CONFUSION_JSON = "confusion_matrix.json"
     REPORT_DIR = "report"  # harness.report's files, on the study's parent run
+
+
+class Column:
+    """Columns of the parent run's `Artifact.CONFIRMATION_CSV`: one row per final-stage run."""
+
+    TRIAL = "trial"  # the trial whose configuration the run trains
+    ROLE = "role"  # Role.CONFIRM, Role.REFIT, or Role.TRIAL for the trial's own run
+    SEED = "seed"
+    VALUE = "value"  # the validation metric (none for a refit)
+    TEST_IOU = TEST_IOU
+    BEST_EPOCH = Metric.BEST_EPOCH
+    EPOCHS_RUN = Metric.EPOCHS_RUN
+    WINNER = "winner"  # whether the configuration won the confirmation
+    RUN_ID = "run_id"
 
 
 class FigureName:

@@ -32,9 +32,9 @@ from torchvision.transforms import InterpolationMode
 
 from harness.cli import option, options_from, parser_for, probability, run_main, tracking_uri_option
 from harness.errors import HarnessError, user_error
-from harness.names import Param
+from harness.names import DEFAULT_TRACKING_URI, Param
 from harness.registry import uris
-from harness.tracking import DEFAULT_TRACKING_URI, require_store
+from harness.tracking import require_store
 
 BATCH_SIZE = 32
 FOREGROUND, BACKGROUND = 255, 0

@@ -18,12 +18,13 @@ from harness.cli import (
     option,
     options_from,
     parser_for,
+    registered_model_option,
     run_main,
     storage_option,
     tracking_uri_option,
 )
 from harness.errors import HarnessError
-from harness.names import CHALLENGER, CHAMPION, DEFAULT_REGISTERED_MODEL
+from harness.names import CHALLENGER, CHAMPION, TrialAttr
 from harness.registry.promotion import Promotion, promote_run
 from harness.registry.uris import alias_uri
 from harness.tracking import Tracker
@@ -31,8 +32,7 @@ from harness.tracking import Tracker
 
 def best_run_id(study_name: str, storage: str) -> str:
     """The MLflow run of the study's best completed trial."""
-    from harness.names import TrialAttr
-    from harness.search.studies import load_study
+    from harness.search.studies import load_study  # Optuna: only with --study
 
     study = load_study(storage, study_name)
     try:
@@ -60,9 +60,7 @@ class PromoteOptions:
     )
     storage: str = storage_option("Optuna storage URL (with --study)")
     tracking_uri: str = tracking_uri_option()
-    registered_model: str = option(
-        "--registered-model", default=DEFAULT_REGISTERED_MODEL, help="MLflow registered model name"
-    )
+    registered_model: str = registered_model_option("MLflow registered model name")
     min_improvement: float = min_improvement_option()
     force: bool = force_option()
 
@@ -72,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         "python -m harness.promote",
         "Register a training run's model in the MLflow Model Registry as alias 'challenger'; it "
         "also becomes 'champion' if there is none yet or it beats the champion trained on the "
-        "same data beyond the noise: the 90%% paired-bootstrap interval of its per-image test "
+        "same data beyond the noise: the 90% paired-bootstrap interval of its per-image test "
         "IoU minus the champion's lies above --min-improvement.",
         PromoteOptions,
         one_of=SOURCE,

@@ -1,4 +1,6 @@
-"""Everything MLflow: the names of params, metrics and tags, and run bookkeeping.
+"""Everything the harness does with MLflow runs: creating them, logging, checkpoints, status.
+
+The names it writes are in `harness.names`.
 
 All calls go through an explicit `MlflowClient` and run id, never MLflow's fluent
 active-run stack: that stack is per thread, and Optuna runs `--n-jobs` trials in threads.
@@ -215,6 +217,17 @@ class Tracker:
         with creation_lock(tracking_uri):
             self.client = MlflowClient(tracking_uri)
             self.client.search_experiments(max_results=1)  # creates a fresh store's schema
+
+    def get_run(self, run_id: str, missing: str | None = None):
+        """The run; one that is not in the store is a HarnessError saying `missing` (by
+        default that there is no such run), any other store error the user's line too."""
+        try:
+            return self.client.get_run(run_id)
+        except MlflowException as error:
+            if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                message = missing or f"no MLflow run {run_id!r} in {self.tracking_uri}"
+                raise HarnessError(message) from None
+            raise user_error("MLflow tracking", error) from None
 
     def experiment_id(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)

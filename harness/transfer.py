@@ -186,10 +186,7 @@ def resolve_source(tracker: Tracker, model_uri: str | None, run_id: str | None) 
         name, version, run_id = model.name, model.version, model.run_id
         if not run_id:
             raise HarnessError(f"model {model_uri} (version {version}) names no source run")
-    try:
-        run = tracker.client.get_run(run_id)
-    except MlflowException:
-        raise HarnessError(f"no MLflow run {run_id!r} in {tracker.tracking_uri}") from None
+    run = tracker.get_run(run_id)
     missing = [p for p in (Param.DEPTH, Param.BASE_CHANNELS) if p not in run.data.params]
     if missing:
         raise HarnessError(f"run {run_id} is not a training run: no param {missing[0]}")

@@ -4,9 +4,7 @@ promoted fails with one line and nothing registered."""
 import math
 from dataclasses import dataclass
 
-from mlflow.exceptions import MlflowException
-
-from harness.errors import HarnessError, user_error
+from harness.errors import HarnessError
 from harness.names import SCORE_METRIC, Artifact, Param, Tag
 from harness.registry.store import call
 from harness.tracking import Tracker
@@ -40,12 +38,7 @@ class SourceRun:
 def read_source(tracker: Tracker, run_id: str) -> SourceRun:
     """The run, refused (HarnessError) when it is unknown or has no checkpoint, model params,
     finite test score or dataset fingerprint."""
-    try:
-        run = tracker.client.get_run(run_id)
-    except MlflowException as error:
-        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise HarnessError(f"no MLflow run {run_id!r} in {tracker.tracking_uri}") from None
-        raise user_error("MLflow tracking", error) from None
+    run = tracker.get_run(run_id)
     params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
     missing = [p for p in MODEL_PARAMS if p not in params]
     if missing:

@@ -2,7 +2,7 @@
 
 import math
 
-from harness.names import Metric, Role, stage_epochs_metric
+from harness.names import SEARCH_STAGE, Column, Metric, Role, stage_epochs_metric
 from harness.report.document import Section, Table
 from harness.report.inputs import Confirmation
 from harness.search.confirm import figures
@@ -14,15 +14,17 @@ def final_section(confirmation: Confirmation, metric: str) -> Section:
     """Each confirmed configuration by seed (validation and test), the winner's test mean IoU
     as mean ± sd over its runs, the refit model's, and the pipeline's compute."""
     rows, metrics = confirmation.rows, confirmation.metrics
-    runs = [r for r in rows if r["role"] != Role.REFIT]
-    trials = list(dict.fromkeys(r["trial"] for r in runs))
+    runs = [r for r in rows if r[Column.ROLE] != Role.REFIT]
+    trials = list(dict.fromkeys(r[Column.TRIAL] for r in runs))
     table = []
     for trial in trials:
-        own = [r for r in runs if r["trial"] == trial]
-        values = [float(r["value"]) for r in own]
-        tests = [float(r["test_iou"]) for r in own]
-        by_seed = ", ".join(f"{float(r['value']):.4f} / {float(r['test_iou']):.4f}" for r in own)
-        winner = own[0]["winner"] == "True"
+        own = [r for r in runs if r[Column.TRIAL] == trial]
+        values = [float(r[Column.VALUE]) for r in own]
+        tests = [float(r[Column.TEST_IOU]) for r in own]
+        by_seed = ", ".join(
+            f"{float(r[Column.VALUE]):.4f} / {float(r[Column.TEST_IOU]):.4f}" for r in own
+        )
+        winner = own[0][Column.WINNER] == "True"
         table.append(
             [
                 f"{trial}{' (winner)' if winner else ''}",
@@ -32,7 +34,7 @@ def final_section(confirmation: Confirmation, metric: str) -> Section:
                 by_seed,
             ]  # fmt: skip
         )
-    refit = [r for r in rows if r["role"] == Role.REFIT]
+    refit = [r for r in rows if r[Column.ROLE] == Role.REFIT]
     text = [
         f"The configurations of the {len(trials)} best complete trials were trained again with "
         "more seeds; the winner is the one with the best mean validation metric over its runs. "
@@ -46,12 +48,12 @@ def final_section(confirmation: Confirmation, metric: str) -> Section:
     )
     if refit:
         text.append(
-            f"Refit on train + validation for {refit[0]['epochs_run']} epoch(s): test mean IoU "
-            f"{float(refit[0]['test_iou']):.4f}. This is the registered model."
+            f"Refit on train + validation for {refit[0][Column.EPOCHS_RUN]} epoch(s): test mean IoU "
+            f"{float(refit[0][Column.TEST_IOU]):.4f}. This is the registered model."
         )
     stages = [
         (stage, metrics.get(stage_epochs_metric(stage)))
-        for stage in ("search", Role.CONFIRM, Role.REFIT)
+        for stage in (SEARCH_STAGE, Role.CONFIRM, Role.REFIT)
     ]
     compute = ", ".join(f"{stage} {int(n)}" for stage, n in stages if n is not None)
     total = sum(int(n) for _, n in stages if n is not None)

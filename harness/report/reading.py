@@ -10,6 +10,7 @@ import optuna
 import torch
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.data import SegmentationSet, Splits, load_splits
@@ -46,17 +47,15 @@ def read_study(tracker: Tracker, storage_url: str, name: str) -> StudyRecord:
         raise HarnessError(
             f"study {name!r} has no MLflow parent run: was it run by harness.search?"
         )
-    try:
-        parent = tracker.client.get_run(parent_run_id)
-    except MlflowException:
-        raise HarnessError(
-            f"study {name!r}'s parent run {parent_run_id} is not in {tracker.tracking_uri}: "
-            "pass the --tracking-uri the search used"
-        ) from None
+    parent = tracker.get_run(
+        parent_run_id,
+        missing=f"study {name!r}'s parent run {parent_run_id} is not in {tracker.tracking_uri}: "
+        "pass the --tracking-uri the search used",
+    )
     children = mlflow_call(
         tracker.client.search_runs,
         [parent.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}'",
         max_results=MAX_RUNS,
     )
     max_epochs = int(study.user_attrs.get(Param.MAX_EPOCHS) or parent.data.params[Param.MAX_EPOCHS])
@@ -84,7 +83,7 @@ def study_splits(study: optuna.Study, data: str | None, cache_dir: str | None) -
     if spec is None or image_size is None:
         raise HarnessError(f"study {study.study_name!r} does not record its dataset and image size")
     splits = load_splits(spec, int(image_size), cache_dir=cache_dir)
-    expected = attrs.get("dataset_fingerprint")
+    expected = attrs.get(Param.DATASET_FINGERPRINT)
     if expected is not None and splits.fingerprint != expected:
         raise HarnessError(
             f"data {splits.spec} at {image_size}px is not the data study {study.study_name!r} "

@@ -41,7 +41,9 @@ from harness.names import (
     FINAL_STUDY_SUFFIX,
     FINISHED,
     KILLED,
+    SEARCH_STAGE,
     TEST_IOU,
+    Column,
     Metric,
     Role,
     Tag,
@@ -449,7 +451,7 @@ class FinalStage:
 
     def epochs(self) -> dict[str, int]:
         """Epochs trained by each stage of the pipeline, failed and interrupted runs included."""
-        spent = {"search": sum(job_epochs(t) for t in self.study.get_trials(deepcopy=False))}
+        spent = {SEARCH_STAGE: sum(job_epochs(t) for t in self.study.get_trials(deepcopy=False))}
         for role in (Role.CONFIRM, Role.REFIT):
             spent[role] = sum(
                 job_epochs(t)
@@ -503,15 +505,15 @@ def result_rows(result: FinalResult) -> list[dict[str, object]]:
         runs.append((result.winner.trial.number, result.refit))
     return [
         {
-            "trial": number,
-            "role": run.role,
-            "seed": run.seed,
-            "value": run.value if run.role != Role.REFIT else math.nan,
-            "test_iou": run.test_iou,
-            "best_epoch": run.best_epoch,
-            "epochs_run": run.epochs_run,
-            "winner": number == result.winner.trial.number,
-            "run_id": run.run_id,
+            Column.TRIAL: number,
+            Column.ROLE: run.role,
+            Column.SEED: run.seed,
+            Column.VALUE: run.value if run.role != Role.REFIT else math.nan,
+            Column.TEST_IOU: run.test_iou,
+            Column.BEST_EPOCH: run.best_epoch,
+            Column.EPOCHS_RUN: run.epochs_run,
+            Column.WINNER: number == result.winner.trial.number,
+            Column.RUN_ID: run.run_id,
         }
         for number, run in runs
     ]

@@ -12,11 +12,11 @@ from harness.cli import (
     option,
     positive_int,
     precision_option,
+    registered_model_option,
     storage_option,
     tracking_uri_option,
 )
 from harness.data import DEFAULT_SPEC
-from harness.names import DEFAULT_REGISTERED_MODEL
 from harness.search.confirm import FinalSettings
 from harness.search.spaces import DEFAULT_SPACE, PRUNERS
 from harness.search.studies import DEFAULT_HEARTBEAT_S
@@ -70,14 +70,13 @@ class SearchOptions:
     heartbeat_s: int = option(
         "--heartbeat",
         type=positive_int,
+        metavar="SECONDS",
         default=DEFAULT_HEARTBEAT_S,
         help="seconds between a trial's heartbeats; a trial silent for 4 heartbeats is failed "
         "and retried",
     )
-    registered_model: str = option(
-        "--registered-model",
-        default=DEFAULT_REGISTERED_MODEL,
-        help="MLflow registered model the best model is promoted to",
+    registered_model: str = registered_model_option(
+        "MLflow registered model the best model is promoted to"
     )
     promote: bool = option(
         "--no-promote",

@@ -27,18 +27,22 @@ from harness.data import Splits, load_splits
 from harness.devices import resolve_device
 from harness.errors import HarnessError
 from harness.locks import creation_lock
+from harness.metrics import Scores
 from harness.names import (
     FAIL,
     FAILED,
     FINISHED,
     KILLED,
     RUNNING,
+    SCORES,
+    SPLITS,
     Artifact,
     Param,
     Role,
     StudyAttr,
     Tag,
     TrialAttr,
+    final_metric,
     stage_epochs_metric,
 )
 from harness.registry.promotion import promote_run
@@ -121,7 +125,7 @@ class Search:
         )
         self.study: optuna.Study | None = None
         self.experiment_id = self.parent_run_id = ""
-        self.final: FinalStage | None = None
+        self.final_stage: FinalStage | None = None
         self.best: optuna.trial.FrozenTrial | None = None
         self.outcome: FinalResult | None = None
 
@@ -157,9 +161,8 @@ class Search:
             )
         self.tracker.log_dataset_inputs(self.parent_run_id, self.splits)
         self.tracker.adopt_project_run(self.parent_run_id)
-        optuna.storages.fail_stale_trials(
-            self.study
-        )  # trials of killed workers: fail and retry them
+        # trials of killed workers: fail and retry them
+        optuna.storages.fail_stale_trials(self.study)
         print(
             f"study {self.name!r}: {finished_trials(self.study)} of {options.trials} trials finished"
         )
@@ -216,7 +219,7 @@ class Search:
             precision=options.precision,
             compile_model=options.compile_model,
         )
-        self.final = FinalStage(
+        self.final_stage = FinalStage(
             self.study,
             self.storage,
             options.storage,
@@ -227,28 +230,32 @@ class Search:
             options.n_jobs,
         )
         if not trials_running(self.study):  # else the worker of the last running trial does
-            self.final.work()
+            self.final_stage.work()
 
     def sum_up(self) -> bool:
         """Sum the study up if this worker is the one to; whether it was."""
         tracker, parent_run_id = self.tracker, self.parent_run_id
         self.best = best_trial(self.study)
         with creation_lock(self.options.storage):
-            if trials_running(self.study) or (self.final is not None and not self.final.settled()):
+            if trials_running(self.study) or (
+                self.final_stage is not None and not self.final_stage.settled()
+            ):
                 return False  # the worker of the last running trial or job sums up
             # read again: trials of other workers may have ended since this one's did
             self.best = best_trial(self.study)
-            mark = summary_mark(self.study, self.best, self.final and self.options.final)
+            mark = summary_mark(
+                self.study, self.best, None if self.final_stage is None else self.options.final
+            )
             last_worker = not summed_up(tracker, parent_run_id, mark)
             if last_worker:
                 log_study_summary(tracker, parent_run_id, self.study, self.settings.metric)
                 if self.best is not None:
                     device = resolve_device(self.options.device)
                     evaluate_best(tracker, parent_run_id, self.best, self.splits, device)
-                if self.final is not None:
-                    self.outcome = self.final.result()
+                if self.final_stage is not None:
+                    self.outcome = self.final_stage.result()
                     log_final(
-                        tracker, parent_run_id, self.final, self.outcome, self.settings.metric
+                        tracker, parent_run_id, self.final_stage, self.outcome, self.settings.metric
                     )
                 tracker.log(parent_run_id, tags={Tag.SUMMED_UP: mark})
             self.end_parent_run(FINISHED)
@@ -265,7 +272,7 @@ class Search:
             )
         if self.outcome is not None:
             print(format_result(self.outcome, self.settings.metric))
-            print(format_epochs(self.final.epochs()))
+            print(format_epochs(self.final_stage.epochs()))
 
     def promote(self) -> None:
         """Register the winner (the refit model, else the best trial's) and decide the alias."""
@@ -369,15 +376,29 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 
 
 def evaluate_best(tracker: Tracker, parent_run_id: str, best, splits, device: torch.device) -> None:
-    """Score the best trial's restored weights on every split (when the study is summed up)."""
+    """The best trial's restored weights scored on every split, on its run and the parent run
+    (once: a study summed up again with the same best trial reads the scores back)."""
     run_id = best.user_attrs[TrialAttr.RUN_ID]
-    model = load_run_model(tracker, run_id, device)
-    scores = log_evaluation(tracker, run_id, model, splits, device)
+    scores = logged_scores(tracker.client.get_run(run_id).data.metrics)
+    if scores is None:
+        model = load_run_model(tracker, run_id, device)
+        scores = log_evaluation(tracker, run_id, model, splits, device)
     tracker.log(parent_run_id, split_metrics(scores))
     print(f"best trial {best.number} on the whole splits:")
     print(f"{'split':<6} {'accuracy':>9} {'mean IoU':>9} {'fg IoU':>8}")
     for split, s in scores.items():
         print(f"{split:<6} {s.accuracy:>9.4f} {s.iou:>9.4f} {s.fg_iou:>8.4f}")
+
+
+def logged_scores(metrics: dict[str, float]) -> dict[str, Scores] | None:
+    """A run's scores on every split as `tracking.split_metrics` logged them; None if not."""
+    try:
+        return {
+            split: Scores(**{score: metrics[final_metric(split, score)] for score in SCORES})
+            for split in SPLITS
+        }
+    except KeyError:
+        return None
 
 
 def print_outcome(study: optuna.Study, metric: str, tracker: Tracker, experiment_id: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 
 from harness.errors import HarnessError
+from harness.names import Metric
 from harness.trainer import TrainConfig
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -26,10 +27,10 @@ SEARCHABLE = tuple(f.name for f in fields(TrainConfig) if f.name not in ("seed",
 INT_PARAMS = {"depth", "base_channels", "batch_size", "patience"}
 
 METRICS = {
-    "val_iou": "maximize",
-    "val_fg_iou": "maximize",
-    "val_accuracy": "maximize",
-    "val_loss": "minimize",
+    Metric.VAL_IOU: "maximize",
+    Metric.VAL_FG_IOU: "maximize",
+    Metric.VAL_ACCURACY: "maximize",
+    Metric.VAL_LOSS: "minimize",
 }
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "hyperband", "asha", "none")
@@ -81,7 +82,7 @@ class Distribution:
 
 @dataclass(frozen=True)
 class StudySettings:
-    metric: str = "val_iou"
+    metric: str = Metric.VAL_IOU
     direction: str = "maximize"
     sampler: str = "tpe"
     sampler_startup_trials: int = 10
@@ -204,7 +205,7 @@ def _read_study(table: dict, fail) -> StudySettings:
         if type(value) is not type(getattr(defaults, key)):
             fail(f"study.{key}", f"expected {type(getattr(defaults, key)).__name__}, got {value!r}")
     settings = StudySettings(
-        **{**{"direction": METRICS.get(table.get("metric", "val_iou"), "maximize")}, **table}
+        **{**{"direction": METRICS.get(table.get("metric", Metric.VAL_IOU), "maximize")}, **table}
     )
     if settings.metric not in METRICS:
         fail("study.metric", f"unknown metric {settings.metric!r} (known: {', '.join(METRICS)})")

@@ -20,9 +20,6 @@ MAX_RETRIES = 2
 SQLITE_BUSY_TIMEOUT_S = 60
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
-# Study user attributes that must not change when a study is resumed: trials trained on other
-# data or for another epoch budget would not be comparable.
-
 
 def make_sampler(settings: StudySettings, seed: int) -> optuna.samplers.BaseSampler:
     if settings.sampler == "random":
@@ -96,11 +93,12 @@ def make_storage(
     on_dead_trial: Callable[[FrozenTrial], None] | None = None,
 ) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats: a killed worker's trial is failed, `on_dead_trial` is told
-    (to close its MLflow run) and the trial is retried with the same parameters, once.
+        (to close its MLflow run) and a retry with the same parameters is queued, once per death
+    (at most MAX_RETRIES retries of one configuration).
 
-    Two workers may both fail the same stale trial: SQLite has no row locks, so both see it
-    RUNNING and both run this callback. Under the storage's lock, the second finds the first's
-    retry and does nothing; else the study would train those parameters twice.
+        Two workers may both fail the same stale trial: SQLite has no row locks, so both see it
+        RUNNING and both run this callback. Under the storage's lock, the second finds the first's
+        retry and does nothing; else the study would train those parameters twice.
     """
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
@@ -213,4 +211,6 @@ def load_study(storage_url: str, name: str) -> optuna.Study:
     except KeyError:
         names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
         known = ", ".join(repr(n) for n in names) or "none"
-        raise HarnessError(f"no study {name!r} in {storage_url} (studies: {known})") from None
+        raise HarnessError(
+            f"no study {name!r} in {redacted(storage_url)} (studies: {known})"
+        ) from None
