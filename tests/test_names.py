@@ -25,6 +25,7 @@ NAME_CLASSES = (
     names.StudyAttr,
     names.Artifact,
     names.FigureName,
+    names.Column,
     names.VersionTag,
 )
 
