@@ -89,7 +89,9 @@ C_GRID = (0.0001, 0.001, 0.01, 0.1, 1.0)
 @dataclass(frozen=True)
 class TransferOptions:
     model: str | None = option(
-        "--model", default=uris.CHAMPION_URI, help=f"{uris.FORMS}, or --run-id instead"
+        "--model",
+        default=uris.CHAMPION_URI,
+        help=f"{uris.FORMS} (of a runs:/ URI, the run's checkpoint is used), or --run-id instead",
     )
     run_id: str | None = option("--run-id", help="a training run instead of --model")
     tracking_uri: str = tracking_uri_option()
