@@ -58,6 +58,7 @@ from harness.names import (
     EXPERIMENT_KIND_TAG,
     PRUNED_NAME_SUFFIX,
     SCORES,
+    SPLITS,
     Artifact,
     Metric,
     Param,
@@ -105,6 +106,18 @@ def reached_metrics(best, epochs_run: int) -> dict[str, float]:
         Metric.BEST_VAL_IOU: best.val.iou,
         Metric.BEST_EPOCH: best.epoch,
         Metric.EPOCHS_RUN: epochs_run,
+    }
+
+
+def logged_scores(metrics: Mapping[str, float]) -> dict[str, Scores] | None:
+    """`split_metrics` read back: a run's final scores on every split, or None when any of
+    them is missing."""
+    names = [final_metric(split, score) for split in SPLITS for score in SCORES]
+    if not all(name in metrics for name in names):
+        return None
+    return {
+        split: Scores(*(metrics[final_metric(split, score)] for score in SCORES))
+        for split in SPLITS
     }
 
 

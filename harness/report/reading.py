@@ -18,19 +18,16 @@ from harness.errors import HarnessError, user_errors
 from harness.metrics import Scores, per_image_iou
 from harness.names import (
     EPOCH_METRICS,
-    SCORES,
-    SPLITS,
     Artifact,
     Metric,
     Param,
     StudyAttr,
     TrialAttr,
-    final_metric,
 )
 from harness.report.inputs import Confirmation, Contender, Predictions, StudyRecord, TrialRun
 from harness.runs import evaluate_splits, load_run_model, run_dtype
 from harness.search.studies import load_study
-from harness.tracking import Tracker, split_metrics
+from harness.tracking import Tracker, logged_scores, split_metrics
 from harness.trainer import EpochResult, predict_masks
 
 MAX_RUNS = 50_000  # MLflow's own cap on one search
@@ -141,22 +138,11 @@ def run_history(tracker: Tracker, run_id: str) -> list[EpochResult]:
     ]
 
 
-def logged_scores(run: TrialRun) -> dict[str, Scores] | None:
-    """The run's final scores on every split, or None when any of them is missing."""
-    names = [final_metric(split, score) for split in SPLITS for score in SCORES]
-    if not all(name in run.metrics for name in names):
-        return None
-    return {
-        split: Scores(*(run.metrics[final_metric(split, score)] for score in SCORES))
-        for split in SPLITS
-    }
-
-
 def split_scores(
     tracker: Tracker, run: TrialRun, splits: Splits, device: torch.device
 ) -> dict[str, Scores]:
     """The run's logged final scores; without them, its checkpoint scored now and logged."""
-    scores = logged_scores(run)
+    scores = logged_scores(run.metrics)
     if scores is None:
         model = mlflow_call(load_run_model, tracker, run.run_id, device)
         # under the autocast it trained with, so that the validation IoU is the trial value

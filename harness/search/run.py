@@ -27,22 +27,18 @@ from harness.data import Splits, load_splits
 from harness.devices import resolve_device
 from harness.errors import HarnessError
 from harness.locks import creation_lock
-from harness.metrics import Scores
 from harness.names import (
     FAIL,
     FAILED,
     FINISHED,
     KILLED,
     RUNNING,
-    SCORES,
-    SPLITS,
     Artifact,
     Param,
     Role,
     StudyAttr,
     Tag,
     TrialAttr,
-    final_metric,
     stage_epochs_metric,
 )
 from harness.registry.promotion import promote_run
@@ -70,7 +66,7 @@ from harness.search.studies import (
 )
 from harness.search.summary import log_study_summary, top_trials_table
 from harness.stopping import raise_if_stopping
-from harness.tracking import Tracker, check_reachable, split_metrics
+from harness.tracking import Tracker, check_reachable, logged_scores, split_metrics
 
 
 @dataclass
@@ -388,17 +384,6 @@ def evaluate_best(tracker: Tracker, parent_run_id: str, best, splits, device: to
     print(f"{'split':<6} {'accuracy':>9} {'mean IoU':>9} {'fg IoU':>8}")
     for split, s in scores.items():
         print(f"{split:<6} {s.accuracy:>9.4f} {s.iou:>9.4f} {s.fg_iou:>8.4f}")
-
-
-def logged_scores(metrics: dict[str, float]) -> dict[str, Scores] | None:
-    """A run's scores on every split as `tracking.split_metrics` logged them; None if not."""
-    try:
-        return {
-            split: Scores(**{score: metrics[final_metric(split, score)] for score in SCORES})
-            for split in SPLITS
-        }
-    except KeyError:
-        return None
 
 
 def print_outcome(study: optuna.Study, metric: str, tracker: Tracker, experiment_id: str) -> None:
