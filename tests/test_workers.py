@@ -5,10 +5,13 @@ torch thread; servers (PostgreSQL, `mlflow server`) bind 127.0.0.1 on free ports
 stopped by their fixtures.
 """
 
+import fcntl
+import os
 import signal
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import optuna
 import pytest
@@ -18,9 +21,10 @@ from mlflow.tracking import MlflowClient
 from harness.cli import run_main
 from harness.data import load_splits
 from harness.locks import creation_lock, with_installed_driver
-from harness.names import FINISHED, Artifact, Tag, TrialAttr
+from harness.names import FINAL_STUDY_SUFFIX, FINISHED, Artifact, Role, Tag, TrialAttr
 from harness.runs import train_tracked
 from harness.search import SearchOptions, run_search
+from harness.search import confirm
 from harness.search import run as search
 from harness.search.command import main
 from harness.search.spaces import load_space
@@ -341,6 +345,78 @@ def test_a_stale_trial_two_workers_both_fail_is_retried_once(tmp_path):
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert [t.params for t in waiting] == [failed.params]
     assert [t.number for t in closed] == [failed.number]
+
+
+def blocked_on(lock_file, pids, timeout_s: float) -> None:
+    """Wait until every process of `pids` waits for `lock_file`'s flock (Linux /proc/locks:
+    a waiter's line reads `N: -> FLOCK ... PID MAJ:MIN:INODE ...`)."""
+    inode, deadline = os.stat(lock_file).st_ino, time.monotonic() + timeout_s
+    while True:
+        waiting = set()
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if "->" in fields and fields[-3].endswith(f":{inode}"):
+                waiting.add(int(fields[-4]))
+        if set(pids) <= waiting:
+            return
+        assert time.monotonic() < deadline, f"workers {pids} never waited for {lock_file}"
+        time.sleep(0.2)
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux's /proc/locks")
+def test_two_workers_share_the_final_stage_and_train_no_job_twice(tmp_path):
+    """The confirmation and refit jobs of one study, worked by two processes at once: forced
+    by holding the storage's lock until both wait for it, so that they start the stage
+    together. Each job is trained once, one worker sums up and one model is registered."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = write_space(tmp_path, max_epochs=6, patience=50)  # jobs long enough to overlap
+    trials_only = search_argv(space, "final", storage, tracking_uri, 3)
+    first = start_worker(trials_only, tmp_path, "trials")
+    assert first.wait(WORKER_TIMEOUT_S) == 0, first.output()
+    final_flags = ("--no-confirm", "--no-refit", "--no-promote")
+    argv = [a for a in trials_only if a not in final_flags]
+    argv += ["--confirm-top", "2", "--confirm-seeds", "2", "--registered-model", "final-model"]
+
+    lock_file = tmp_path / "optuna.db.lock"
+    with open(lock_file, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        workers = [start_worker(argv, tmp_path, f"final{i}") for i in range(2)]
+        try:
+            blocked_on(lock_file, [w.process.pid for w in workers], WORKER_TIMEOUT_S)
+        except BaseException:
+            for w in workers:
+                w.kill()
+            raise
+        fcntl.flock(held, fcntl.LOCK_UN)
+    try:
+        codes = [w.wait(WORKER_TIMEOUT_S) for w in workers]
+    finally:
+        for w in workers:
+            w.kill()
+    outputs = [w.output() for w in workers]
+    assert codes == [0, 0], "\n\n".join(outputs)
+
+    final = load_study(storage, "final" + FINAL_STUDY_SUFFIX).trials
+    jobs = [confirm.Job.of(t) for t in final]
+    assert [t.state for t in final] == [TrialState.COMPLETE] * 5  # nothing trained twice
+    assert len(set(jobs)) == 5
+    assert sorted(j.role for j in jobs) == [Role.CONFIRM] * 4 + [Role.REFIT]
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("final")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert not [r for r in runs if r.info.status != "FINISHED"]
+    job_runs = [r for r in runs if r.data.tags[Tag.ROLE] in (Role.CONFIRM, Role.REFIT)]
+    assert {r.info.run_id for r in job_runs} == {t.user_attrs[TrialAttr.RUN_ID] for t in final}
+    # the two workers trained at the same time: some two job runs overlap
+    spans = sorted((r.info.start_time, r.info.end_time) for r in job_runs)
+    assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])), spans
+    assert sum("winner:" in out for out in outputs) == 1, outputs  # one worker summed up
+    (version,) = client.search_model_versions("name = 'final-model'")
+    refit = next(t for t, j in zip(final, jobs) if j.role == Role.REFIT)
+    assert version.run_id == refit.user_attrs[TrialAttr.RUN_ID]
+    for out in outputs:
+        assert "database is locked" not in out and "Traceback" not in out, out
 
 
 def test_the_creation_lock_is_reentrant_in_its_thread_and_excludes_others(tmp_path):
