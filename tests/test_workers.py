@@ -23,8 +23,7 @@ from harness.data import load_splits
 from harness.locks import creation_lock, with_installed_driver
 from harness.names import FINAL_STUDY_SUFFIX, FINISHED, Artifact, Role, Tag, TrialAttr
 from harness.runs import train_tracked
-from harness.search import SearchOptions, run_search
-from harness.search import confirm
+from harness.search import SearchOptions, confirm, run_search
 from harness.search import run as search
 from harness.search.command import main
 from harness.search.spaces import load_space
