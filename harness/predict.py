@@ -143,16 +143,6 @@ def mask_paths(images: list[Path], out_dir: Path) -> list[Path]:
     return outputs
 
 
-def predict_files(
-    served: ServedModel, images: list[Path], out_dir: Path, threshold: float = 0.5
-) -> list[Path]:
-    """Write one mask PNG per image, each at its image's original size; returns their paths."""
-    outputs = mask_paths(images, out_dir)
-    decoded = [read_image(path) for path in images]  # all of them, before writing anything
-    write_masks(served, decoded, outputs, threshold)
-    return outputs
-
-
 def write_masks(
     served: ServedModel, images: list[torch.Tensor], outputs: list[Path], threshold: float
 ) -> None:
