@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import predict, promote, train, transfer
+from harness import predict, promote, train
 from harness.cli import options_from
 from harness.predict import PredictOptions
 from harness.promote import PromoteOptions
@@ -15,6 +15,7 @@ from harness.search import SearchOptions
 from harness.search import command as search
 from harness.train import TrainOptions
 from harness.transfer import TransferOptions
+from harness.transfer import command as transfer
 
 COMMANDS = [
     (search, SearchOptions, [], {}),

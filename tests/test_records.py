@@ -19,7 +19,7 @@ from mlflow.utils.mlflow_tags import (
 )
 
 import harness
-from harness import predict, promote, transfer
+from harness import predict, promote
 from harness.cli import run_main
 from harness.figures import report as figures
 from harness.figures import study as study_plots
@@ -33,6 +33,7 @@ from harness.search.objective import Objective
 from harness.search.spaces import load_space
 from harness.search.summary import log_study_summary
 from harness.tracking import Tracker
+from harness.transfer import command as transfer
 from tests.helpers import TINY_SEARCH_SPACE, toy_splits
 
 

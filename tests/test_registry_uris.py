@@ -7,12 +7,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from harness import predict, transfer
+from harness import predict
 from harness.cli import run_main
 from harness.errors import HarnessError
 from harness.finetune import load_unet
 from harness.names import VersionTag
 from harness.registry import uris
+from harness.transfer import command as transfer
 
 USAGE = "use models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH"
 

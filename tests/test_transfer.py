@@ -9,7 +9,6 @@ import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from harness import transfer
 from harness.cli import run_main
 from harness.data import load_splits
 from harness.names import Tag
@@ -17,6 +16,7 @@ from harness.registry.promotion import promote_run
 from harness.runs import log_evaluation, train_tracked
 from harness.tracking import Tracker
 from harness.trainer import TrainConfig
+from harness.transfer import TransferOptions, classifier, command, features, run_transfer
 
 DATA, IMAGE_SIZE = "synthetic:96", 32
 TINY = TrainConfig(depth=2, base_channels=4, batch_size=16, patience=1, aug_p=0.0, max_epochs=1)
@@ -43,10 +43,8 @@ def test_transfer_run_logs_per_class_accuracy_and_confusion_matrix(
     champion, tracking_uri, client, tmp_path
 ):
     name, version, source_run_id, splits = champion
-    result = transfer.run_transfer(
-        transfer.TransferOptions(
-            model=f"models:/{name}@champion", tracking_uri=tracking_uri, device="cpu"
-        )
+    result = run_transfer(
+        TransferOptions(model=f"models:/{name}@champion", tracking_uri=tracking_uri, device="cpu")
     )
     assert result.source.run_id == source_run_id
     run = client.get_run(result.run_id)
@@ -60,7 +58,7 @@ def test_transfer_run_logs_per_class_accuracy_and_confusion_matrix(
     assert ("test_accuracy_cat" in metrics) == (cats > 0)
     assert ("test_accuracy_dog" in metrics) == (dogs > 0)
     assert run.data.params["dataset"] == DATA and run.data.params["image_size"] == str(IMAGE_SIZE)
-    assert run.data.params["features"] == transfer.DEFAULT_FEATURES
+    assert run.data.params["features"] == features.DEFAULT_FEATURES
     inputs = run.inputs.dataset_inputs  # the splits it fitted and scored on
     assert sorted(i.tags[0].value for i in inputs) == ["test", "train", "validation"]
     assert {i.dataset.digest for i in inputs} == {splits.fingerprint}
@@ -82,7 +80,7 @@ def test_transfer_run_logs_per_class_accuracy_and_confusion_matrix(
 
 def test_the_cli_by_run_id_prints_the_table(champion, tracking_uri, capsys):
     _, _, run_id, _ = champion
-    code = run_main(transfer.main, ["--run-id", run_id, "--tracking-uri", tracking_uri,
+    code = run_main(command.main, ["--run-id", run_id, "--tracking-uri", tracking_uri,
                                     "--features", "masked+pooled", "--levels", "1", "--device", "cpu"])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
@@ -92,12 +90,12 @@ def test_the_cli_by_run_id_prints_the_table(champion, tracking_uri, capsys):
 def test_unresolvable_models_are_one_line_errors(champion, tracking_uri, capsys):
     name, _, _, _ = champion
     for model in (f"models:/{name}@nobody", f"models:/{name}/99", "runs:/abc/model", "models:/x"):
-        code = run_main(transfer.main, ["--model", model, "--tracking-uri", tracking_uri])
+        code = run_main(command.main, ["--model", model, "--tracking-uri", tracking_uri])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and model in err[0], err
-    code = run_main(transfer.main, ["--run-id", "0" * 32, "--tracking-uri", tracking_uri])
+    code = run_main(command.main, ["--run-id", "0" * 32, "--tracking-uri", tracking_uri])
     assert code == 2 and "no MLflow run" in capsys.readouterr().err
-    code = run_main(transfer.main, ["--features", "masked+colour", "--tracking-uri", tracking_uri])
+    code = run_main(command.main, ["--features", "masked+colour", "--tracking-uri", tracking_uri])
     assert code == 2 and "colour" in capsys.readouterr().err
 
 
@@ -111,10 +109,10 @@ def test_balanced_weights_keep_the_minority_class():
         return rng.normal(0, 1, (n, 5)) + 0.6 * y[:, None], y
 
     (train_x, train_y), (val_x, val_y), (test_x, test_y) = sample(600), sample(200), sample(400)
-    classifier, _ = transfer.fit_classifier(train_x, train_y, val_x, val_y)
-    balanced = transfer.species_scores(test_y, classifier.predict(test_x))
+    fitted, _ = classifier.fit_classifier(train_x, train_y, val_x, val_y)
+    balanced = classifier.species_scores(test_y, fitted.predict(test_x))
     plain = LogisticRegression().fit(train_x, train_y)
-    collapsed = transfer.species_scores(test_y, plain.predict(test_x))
+    collapsed = classifier.species_scores(test_y, plain.predict(test_x))
     assert collapsed.per_class["dog"] < 0.3
     assert balanced.per_class["dog"] > 0.6 and balanced.per_class["cat"] > 0.6
 
@@ -125,13 +123,13 @@ def test_grid_features_do_not_depend_on_which_way_the_pet_faces():
     pet = torch.zeros(1, 1, 32, 32)
     pet[0, 0, 8:20, 4:26] = 1.0  # an off-centre box: x 4..26, y 8..20
     pet[0, 0, 8:12, 4:8] = 0.0  # and not symmetric inside it
-    boxes = transfer.pet_boxes(pet)
+    boxes = features.pet_boxes(pet)
     assert boxes.tolist() == [[0, 4, 8, 26, 20]]
     weight = torch.nn.functional.adaptive_avg_pool2d(pet, (8, 8))
-    facing_right = transfer.grid_features(feature, weight, boxes, 32)
-    mirrored = transfer.pet_boxes(pet.flip(-1))
-    facing_left = transfer.grid_features(feature.flip(-1), weight.flip(-1), mirrored, 32)
-    assert facing_right.shape == (1, 2 * 4 * transfer.GRID**2)
+    facing_right = features.grid_features(feature, weight, boxes, 32)
+    mirrored = features.pet_boxes(pet.flip(-1))
+    facing_left = features.grid_features(feature.flip(-1), weight.flip(-1), mirrored, 32)
+    assert facing_right.shape == (1, 2 * 4 * features.GRID**2)
     torch.testing.assert_close(facing_right, facing_left)
     # a pet the model does not see: the box is the whole image
-    assert transfer.pet_boxes(torch.zeros(1, 1, 32, 32)).tolist() == [[0, 0, 0, 32, 32]]
+    assert features.pet_boxes(torch.zeros(1, 1, 32, 32)).tolist() == [[0, 0, 0, 32, 32]]
