@@ -133,9 +133,13 @@ def check_shared_study(
         assert "database is locked" not in out and "Traceback" not in out, out
 
 
-def run_workers(argv: list[str], folder, count: int) -> list[str]:
+def run_workers(argv: list[str], folder, count: int, started=None) -> list[str]:
+    """Run `count` workers to the end (each must exit 0); `started(workers)` is called once
+    all of them are started."""
     workers = [start_worker(argv, folder, f"worker{i}") for i in range(count)]
     try:
+        if started is not None:
+            started(workers)
         codes = [w.wait(WORKER_TIMEOUT_S) for w in workers]
     finally:
         for w in workers:
@@ -380,21 +384,12 @@ def test_two_workers_share_the_final_stage_and_train_no_job_twice(tmp_path):
     lock_file = tmp_path / "optuna.db.lock"
     with open(lock_file, "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
-        workers = [start_worker(argv, tmp_path, f"final{i}") for i in range(2)]
-        try:
+
+        def release_once_both_wait(workers):
             blocked_on(lock_file, [w.process.pid for w in workers], WORKER_TIMEOUT_S)
-        except BaseException:
-            for w in workers:
-                w.kill()
-            raise
-        fcntl.flock(held, fcntl.LOCK_UN)
-    try:
-        codes = [w.wait(WORKER_TIMEOUT_S) for w in workers]
-    finally:
-        for w in workers:
-            w.kill()
-    outputs = [w.output() for w in workers]
-    assert codes == [0, 0], "\n\n".join(outputs)
+            fcntl.flock(held, fcntl.LOCK_UN)
+
+        outputs = run_workers(argv, tmp_path, 2, started=release_once_both_wait)
 
     final = load_study(storage, "final" + FINAL_STUDY_SUFFIX).trials
     jobs = [confirm.Job.of(t) for t in final]
