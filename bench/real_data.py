@@ -301,10 +301,10 @@ def main() -> None:
         "--datasets", nargs="+", default=list(DATASETS), help=f"folders of {DATA_DIR}"
     )
     parser.add_argument(
-        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="the hand recipe's --seed"
+        "--seeds", type=int, nargs="*", default=[0, 1, 2], help="the hand recipe's --seed"
     )
     parser.add_argument(
-        "--search-seeds", type=int, nargs="+", default=[0, 1], help="the search's --seed"
+        "--search-seeds", type=int, nargs="*", default=[0, 1], help="the search's --seed"
     )
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument(
