@@ -1,5 +1,8 @@
 """Confirmation and refit after the trials, on real small studies (real Optuna and MLflow stores)."""
 
+import math
+from contextlib import contextmanager
+
 import optuna
 import pytest
 
@@ -202,3 +205,32 @@ def test_refit_alone_retrains_the_best_trial_for_its_best_epoch(
     best = result.best_trial
     assert refit.data.tags[Tag.TRIAL_NUMBER] == str(best.number)
     assert refit.data.params["max_epochs"] == str(best.user_attrs["best_epoch"])
+
+
+def test_no_run_is_scored_on_test_while_the_storage_lock_is_held(
+    space_file, tracking_uri, client, monkeypatch, capsys
+):
+    # other workers wait on that lock to take a job; choosing the refit needs validation only
+    held = []
+    scored_under_lock = []
+    creation_lock, log_evaluation = confirm.creation_lock, confirm.log_evaluation
+
+    @contextmanager
+    def tracked_lock(*args, **kwargs):
+        with creation_lock(*args, **kwargs):
+            held.append(True)
+            try:
+                yield
+            finally:
+                held.pop()
+
+    def tracked_evaluation(*args, **kwargs):
+        scored_under_lock.append(bool(held))
+        return log_evaluation(*args, **kwargs)
+
+    monkeypatch.setattr(confirm, "creation_lock", tracked_lock)
+    monkeypatch.setattr(confirm, "log_evaluation", tracked_evaluation)
+    result = run_search(options(space_file, tracking_uri, "lock-free-scoring"))
+    capsys.readouterr()
+    assert scored_under_lock and not any(scored_under_lock)
+    assert all(math.isfinite(c.test_ious[0]) for c in result.final.confirmed)

@@ -327,7 +327,8 @@ class FinalStage:
         """The winner's refit, once every confirmation is done (None before, or refit off)."""
         if not self.settings.refit or not self._done(self.confirm_jobs()):
             return None
-        winner = pick_winner(self.confirmed(), self.maximize)
+        # the winner is chosen on validation alone: no test scoring here, under the lock
+        winner = pick_winner(self.confirmed(score_test=False), self.maximize)
         return Job(
             Role.REFIT, winner.trial.number, self.seed + winner.trial.number, refit_epochs(winner)
         )
@@ -404,14 +405,14 @@ class FinalStage:
     def settled(self) -> bool:
         return self._done(self.planned())
 
-    def confirmed(self) -> list[Confirmed]:
-        """The top trials' configurations with their runs so far (test scores read from MLflow,
-        the trials' own evaluated first when missing)."""
+    def confirmed(self, score_test: bool = True) -> list[Confirmed]:
+        """The top trials' configurations with their runs so far (test scores read from MLflow;
+        a trial's own, when missing, evaluated first, or nan with `score_test` off)."""
         out = []
         for trial in top_trials(
             self.study, self.settings.confirm_top if self.settings.confirms else 1
         ):
-            runs = [self._trial_run(trial)]
+            runs = [self._trial_run(trial, score_test)]
             for job in self.confirm_jobs():
                 done = self._completed(job) if job.trial_number == trial.number else None
                 if done is not None:
@@ -419,10 +420,12 @@ class FinalStage:
             out.append(Confirmed(trial, runs))
         return out
 
-    def _trial_run(self, trial: FrozenTrial) -> Run:
+    def _trial_run(self, trial: FrozenTrial, score_test: bool) -> Run:
         tracker, run_id = self.runner.tracker, trial.user_attrs[TrialAttr.RUN_ID]
         metrics = tracker.client.get_run(run_id).data.metrics
-        if TEST_IOU not in metrics:
+        if TEST_IOU not in metrics and not score_test:
+            metrics = {TEST_IOU: math.nan}
+        elif TEST_IOU not in metrics:
             device = device_for_trial(self.runner.device, trial.number)
             model = load_run_model(tracker, run_id, device)
             scores = log_evaluation(tracker, run_id, model, self.runner.splits, device)
