@@ -38,6 +38,22 @@ def test_the_default_epoch_budget_fits_the_training_set():
     assert make_pruner("asha", settings, 24)._min_resource == 3
 
 
+def test_rung_images_keep_ashas_rungs_put_when_the_budget_grows(tmp_path):
+    path = tmp_path / "rungs.toml"
+    path.write_text(
+        "[study]\nbudget_images = 5600\nmin_epochs = 24\nmax_epochs = 40\nrung_images = 700\n"
+    )
+    settings = load_space(str(path)).study
+    assert settings.epochs(700) == 24
+    assert make_pruner("asha", settings, 24, 700)._min_resource == 1  # not 3: 1/8 of 24
+    assert make_pruner("asha", settings, 24, 230)._min_resource == 3
+    assert make_pruner("asha", settings, 24, 5000)._min_resource == 1  # at least one epoch
+    assert make_pruner("asha", settings, 2, 100)._min_resource == 2  # at most the budget
+    path.write_text("[study]\nrung_images = -1\n")
+    with pytest.raises(SpaceError, match="rung_images: must not be negative"):
+        load_space(str(path))
+
+
 def test_without_an_images_budget_max_epochs_is_the_budget(tmp_path):
     path = tmp_path / "fixed.toml"
     path.write_text("[study]\nmax_epochs = 5\n")

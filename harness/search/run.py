@@ -147,7 +147,12 @@ class Search:
                 settings,
                 self.identity,
                 sampler=make_sampler(settings, options.seed),
-                pruner=make_pruner(options.pruner or settings.pruner, settings, self.max_epochs),
+                pruner=make_pruner(
+                    options.pruner or settings.pruner,
+                    settings,
+                    self.max_epochs,
+                    len(self.splits.train),
+                ),
             )
             if finished_trials(self.study) < options.trials:
                 enqueue_known(self.study, self.space.enqueue)

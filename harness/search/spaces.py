@@ -22,6 +22,10 @@ from harness.trainer import TrainConfig
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 DEFAULT_SPACE = "unet"
 
+# Without rung_images, ASHA's first rung at this share of the epoch budget: epoch 1 of 8, 3 of
+# 24, so that a rung follows about as many optimizer steps whatever the dataset's size
+ASHA_FIRST_RUNG_SHARE = 1 / 8
+
 # The TrainConfig fields a space may search or fix; the seed and max_epochs are study settings.
 SEARCHABLE = tuple(f.name for f in fields(TrainConfig) if f.name not in ("seed", "max_epochs"))
 INT_PARAMS = {"depth", "base_channels", "batch_size", "patience"}
@@ -94,6 +98,9 @@ class StudySettings:
     # passes), kept between min_epochs and max_epochs; 0: max_epochs whatever the data
     budget_images: int = 0
     min_epochs: int = 1
+    # > 0: ASHA's first rung after this many training images seen (at least one epoch), so
+    # that the rungs stay put when the budget grows; 0: at 1/8 of the epoch budget
+    rung_images: int = 0
     image_size: int = 64
 
     def epochs(self, train_images: int) -> int:
@@ -101,6 +108,12 @@ class StudySettings:
         if not self.budget_images:
             return self.max_epochs
         return min(self.max_epochs, max(self.min_epochs, round(self.budget_images / train_images)))
+
+    def first_rung(self, train_images: int | None, max_epochs: int) -> int:
+        """The epoch of ASHA's first rung, before any warm-up, for a budget of `max_epochs`."""
+        if self.rung_images and train_images:
+            return min(max_epochs, max(1, round(self.rung_images / train_images)))
+        return max(1, round(max_epochs * ASHA_FIRST_RUNG_SHARE))
 
 
 @dataclass(frozen=True)
@@ -227,6 +240,7 @@ def _read_study(table: dict, fail) -> StudySettings:
         "pruner_startup_trials",
         "pruner_warmup_epochs",
         "budget_images",
+        "rung_images",
     ):
         if getattr(settings, key) < 0:
             fail(f"study.{key}", "must not be negative")

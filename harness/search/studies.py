@@ -62,12 +62,9 @@ class PerTrialSeedRandomSampler(_PerTrialSeed, optuna.samplers.RandomSampler):
     pass
 
 
-# ASHA's first rung at this share of the epoch budget (at least one epoch): epoch 1 of 8, 3 of
-# 24, so that a rung always follows about as many optimizer steps whatever the dataset's size
-ASHA_FIRST_RUNG_SHARE = 1 / 8
-
-
-def make_pruner(name: str, settings: StudySettings, max_epochs: int) -> optuna.pruners.BasePruner:
+def make_pruner(
+    name: str, settings: StudySettings, max_epochs: int, train_images: int | None = None
+) -> optuna.pruners.BasePruner:
     # steps are 1-based epochs: the first epoch that may be pruned is the one after the warm-up
     first_prunable = settings.pruner_warmup_epochs + 1
     if name == "median":
@@ -78,9 +75,7 @@ def make_pruner(name: str, settings: StudySettings, max_epochs: int) -> optuna.p
         return optuna.pruners.HyperbandPruner(min_resource=first_prunable, max_resource=max_epochs)
     if name == "asha":
         # rungs at first_rung * 3**k epochs; each keeps the top third of the trials there
-        first_rung = settings.pruner_warmup_epochs + max(
-            1, round(max_epochs * ASHA_FIRST_RUNG_SHARE)
-        )
+        first_rung = settings.pruner_warmup_epochs + settings.first_rung(train_images, max_epochs)
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=first_rung, reduction_factor=3)
     if name == "none":
         return optuna.pruners.NopPruner()
