@@ -94,7 +94,7 @@ def anytime_curve(
     study = optuna.create_study(
         direction=settings.direction,
         sampler=make_sampler(settings, seed),
-        pruner=make_pruner(settings.pruner, settings, max_epochs),
+        pruner=make_pruner(settings.pruner, settings, max_epochs, len(splits.train)),
     )
     # placeholders, so the next trial gets the number (and so the parameters and training
     # seed) it would have had
