@@ -423,13 +423,8 @@ class FinalStage:
     def _trial_run(self, trial: FrozenTrial, score_test: bool) -> Run:
         tracker, run_id = self.runner.tracker, trial.user_attrs[TrialAttr.RUN_ID]
         metrics = tracker.client.get_run(run_id).data.metrics
-        if TEST_IOU not in metrics and not score_test:
-            metrics = {TEST_IOU: math.nan}
-        elif TEST_IOU not in metrics:
-            device = device_for_trial(self.runner.device, trial.number)
-            model = load_run_model(tracker, run_id, device)
-            scores = log_evaluation(tracker, run_id, model, self.runner.splits, device)
-            metrics = {TEST_IOU: scores["test"].iou}
+        if TEST_IOU not in metrics:
+            metrics = {TEST_IOU: self._test_iou(trial, run_id) if score_test else math.nan}
         return Run(
             Role.TRIAL,
             self.seed + trial.number,
@@ -439,6 +434,13 @@ class FinalStage:
             int(trial.user_attrs[TrialAttr.EPOCHS_RUN]),
             run_id,
         )
+
+    def _test_iou(self, trial: FrozenTrial, run_id: str) -> float:
+        """Evaluate a trial's model on every split (logged to its run); its test mean IoU."""
+        device = device_for_trial(self.runner.device, trial.number)
+        model = load_run_model(self.runner.tracker, run_id, device)
+        scores = log_evaluation(self.runner.tracker, run_id, model, self.runner.splits, device)
+        return scores["test"].iou
 
     def result(self) -> FinalResult:
         confirmed = self.confirmed()
