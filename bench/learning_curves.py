@@ -121,9 +121,9 @@ def stopped(curve: list[float], patience: int) -> list[float]:
     return curve
 
 
-def replay(configs, curves, order, settings, reports, threshold) -> int | None:
+def replay(configs, curves, order, settings, reports, threshold, train_images) -> int | None:
     """Epochs a search over `order` spends until a completed trial reaches `threshold`."""
-    pruner = make_pruner(settings.pruner, settings, len(curves[0]))
+    pruner = make_pruner(settings.pruner, settings, len(curves[0]), train_images)
     # Hyperband picks each trial's bracket from a hash of the study name: fixed, so that
     # replays repeat
     study = optuna.create_study(study_name="replay", direction=settings.direction, pruner=pruner)
@@ -179,10 +179,14 @@ def report(saved: dict, permutations: int, tolerance: float) -> None:
     orders = [rng.permutation(len(curves)) for _ in range(permutations)]
     baseline = None
     study_settings = load_space(saved["space"]).study
+    # the rungs may be placed by images seen (`rung_images`), as in the search
+    train_images = len(load_splits(saved["data"], study_settings.image_size).train)
     budget = sum(len(stopped(c, p["patience"])) for c, p in zip(curves, configs))
     for name, pruner, warmup, reports in PRUNERS:
         settings = dataclasses.replace(study_settings, pruner=pruner, pruner_warmup_epochs=warmup)
-        spent = [replay(configs, curves, o, settings, reports, threshold) for o in orders]
+        spent = [
+            replay(configs, curves, o, settings, reports, threshold, train_images) for o in orders
+        ]
         mean = statistics.mean(s if s is not None else budget for s in spent)
         baseline = baseline or mean
         missed = sum(s is None for s in spent)
