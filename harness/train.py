@@ -24,7 +24,7 @@ from harness.devices import resolve_device
 from harness.names import TRAIN_EXPERIMENT, Role, Tag
 from harness.runs import log_evaluation, train_tracked
 from harness.tracking import Tracker, check_reachable
-from harness.trainer import TrainConfig
+from harness.trainer import LR_SCHEDULES, TrainConfig
 
 DEFAULTS = TrainConfig()
 DATA, MODEL, TRACKING = "data", "model and training", "tracking"  # the help's groups
@@ -72,6 +72,13 @@ class TrainOptions:
     )
     max_epochs: int = option(
         "--max-epochs", type=positive_int, default=DEFAULTS.max_epochs, group=MODEL
+    )
+    lr_schedule: str = option(
+        "--lr-schedule",
+        default=DEFAULTS.lr_schedule,
+        choices=LR_SCHEDULES,
+        group=MODEL,
+        help="constant, or cosine: annealed towards 0 at --max-epochs",
     )
     seed: int = option(
         "--seed",

@@ -25,6 +25,9 @@ from harness.stopping import interruptible
 # A constant 0.5 prediction scores ln 2 = 0.69; a mean BCE this high means the weights blew up
 # (with BatchNorm the training loss may recover while the running statistics stay wrecked).
 DIVERGED_LOSS = 100.0
+# constant: Adam's lr throughout; cosine: annealed from lr towards 0 at max_epochs, so that a
+# fixed-length training (a refit, with no epoch to select) ends on weights that have settled
+LR_SCHEDULES = ("constant", "cosine")
 EVAL_BATCH_SIZE = 64  # at 64x64; larger images get proportionally fewer per batch
 EVAL_BATCH_PIXELS = EVAL_BATCH_SIZE * 64 * 64
 
@@ -49,6 +52,7 @@ class TrainConfig:
     aug_p: float = 0.2
     max_epochs: int = 20
     seed: int = 0
+    lr_schedule: str = "constant"
 
     def __post_init__(self):
         checks = {
@@ -59,6 +63,7 @@ class TrainConfig:
             "patience": self.patience >= 1,
             "aug_p": 0.0 <= self.aug_p <= 1.0,
             "max_epochs": self.max_epochs >= 1,
+            "lr_schedule": self.lr_schedule in LR_SCHEDULES,
         }
         for name, ok in checks.items():
             if not ok:
@@ -251,6 +256,11 @@ def fit(
     # the compiled module shares the parameters; `model` stays the plain one to save and restore
     step_model = torch.compile(model) if compile_model else model
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    schedule = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.max_epochs)
+        if config.lr_schedule == "cosine"
+        else None
+    )
     augmentation = build_augmentation(config.aug_p, seed=config.seed)
     generator = torch.Generator().manual_seed(config.seed)
 
@@ -263,6 +273,8 @@ def fit(
         train_loss, train_scores = train_one_epoch(
             step_model, optimizer, train, config, augmentation, generator, device, dtype, scaler
         )
+        if schedule is not None:
+            schedule.step()
         val_loss, val_scores = math.nan, None
         if val is not None:
             val_loss, val_scores = evaluate(step_model, val, device, dtype=dtype)

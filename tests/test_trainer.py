@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from harness.data import SegmentationSet
+from harness.errors import HarnessError
 from harness.models import UNet
 from harness.trainer import DivergedError, StopReason, TrainConfig, evaluate, fit
 from tests.helpers import toy_splits
@@ -97,3 +98,21 @@ def test_compiled_training_matches_eager_and_restores_a_plain_model(splits):
     for a, b in zip(eager.history, compiled.history, strict=True):
         assert b.train_loss == pytest.approx(a.train_loss, rel=1e-3)
         assert b.val.iou == pytest.approx(a.val.iou, abs=1e-3)
+
+
+def test_cosine_schedule_keeps_the_first_epoch_and_anneals_the_rest(splits):
+    def losses(schedule: str) -> list[float]:
+        config = TrainConfig(
+            depth=2, base_channels=4, batch_size=8, aug_p=0.0, max_epochs=3, lr_schedule=schedule
+        )
+        result = fit(config, splits.train, None, device=CPU, precision="fp32")
+        return [r.train_loss for r in result.history]
+
+    constant, cosine = losses("constant"), losses("cosine")
+    assert cosine[0] == constant[0]  # the first epoch runs at the full learning rate
+    assert cosine[1:] != constant[1:]
+
+
+def test_an_unknown_lr_schedule_is_refused():
+    with pytest.raises(HarnessError, match="invalid lr_schedule: 'linear'"):
+        TrainConfig(lr_schedule="linear")

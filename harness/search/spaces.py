@@ -26,8 +26,11 @@ DEFAULT_SPACE = "unet"
 # 24, so that a rung follows about as many optimizer steps whatever the dataset's size
 ASHA_FIRST_RUNG_SHARE = 1 / 8
 
-# The TrainConfig fields a space may search or fix; the seed and max_epochs are study settings.
-SEARCHABLE = tuple(f.name for f in fields(TrainConfig) if f.name not in ("seed", "max_epochs"))
+# The TrainConfig fields a space may search or fix; the seed and max_epochs are study settings,
+# and trials keep a constant learning rate (their epochs are selected on validation).
+SEARCHABLE = tuple(
+    f.name for f in fields(TrainConfig) if f.name not in ("seed", "max_epochs", "lr_schedule")
+)
 INT_PARAMS = {"depth", "base_channels", "batch_size", "patience"}
 
 METRICS = {
