@@ -23,6 +23,7 @@ class Param:
     AUG_P = "aug_p"
     MAX_EPOCHS = "max_epochs"
     SEED = "seed"
+    LR_SCHEDULE = "lr_schedule"  # constant or cosine
     IMAGE_SIZE = "image_size"
     DATASET = "dataset"
     PRECISION = "precision"  # the autocast dtype actually used: float32, bfloat16, float16

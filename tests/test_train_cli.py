@@ -49,6 +49,7 @@ def test_one_tracked_run_holds_params_metrics_and_artifacts(tracking_uri, client
     params = run.data.params
     assert params["depth"] == "3" and params["lr"] == "0.001" and params["batch_size"] == "16"
     assert params["patience"] == "3" and params["aug_p"] == "0.2" and params["seed"] == "1"
+    assert params[Param.LR_SCHEDULE] == "constant"
     assert params["image_size"] == "32" and params["dataset"] == "synthetic:48"
     assert params[Param.COMPILED] == "False" and params[Param.PRECISION] in ("float32", "bfloat16")
     assert run.data.tags[Tag.DATASET_FINGERPRINT]
@@ -120,5 +121,5 @@ def test_help_documents_every_flag(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     for flag in ("--data", "--image-size", "--depth", "--lr", "--batch-size", "--patience",
-                 "--aug-p", "--max-epochs", "--seed", "--device", "--tracking-uri", "--experiment"):  # fmt: skip
+                 "--aug-p", "--max-epochs", "--lr-schedule", "--seed", "--device", "--tracking-uri", "--experiment"):  # fmt: skip
         assert flag in out
