@@ -6,7 +6,7 @@ from contextlib import contextmanager
 import optuna
 import pytest
 
-from harness.names import FINAL_STUDY_SUFFIX, Artifact, Metric, Role, Tag, TrialAttr
+from harness.names import FINAL_STUDY_SUFFIX, Artifact, Metric, Param, Role, Tag, TrialAttr
 from harness.search import SearchOptions, confirm, run_search
 from harness.search.confirm import confirm_seed
 from tests.helpers import running_runs
@@ -103,6 +103,8 @@ def test_top_trials_are_confirmed_and_the_winner_refit_and_registered(
     assert refit.data.metrics["epochs_run"] == best_epochs[1]
     assert "best_val_iou" not in refit.data.metrics  # nothing was held out
     assert refit.data.params["lr"] == str(winner.trial.params["lr"])
+    assert refit.data.params[Param.LR_SCHEDULE] == "cosine"
+    assert {r.data.params[Param.LR_SCHEDULE] for r in confirmations} == {"constant"}
 
     parent = client.get_run(result.parent_run_id).data.metrics
     for c in outcome.confirmed:

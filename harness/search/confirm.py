@@ -5,7 +5,8 @@ seed by about as much as the top trials differ (docs/confirm.md). So once the st
 trials, the configurations of its K best complete trials are trained again with N more seeds
 each, unpruned, with their own early stopping; the winner is the configuration with the best
 mean validation metric over its 1 + N runs. The winner is then refit on train + validation for
-the median of its runs' best epochs and scored on test: that model is the one registered.
+the median of its runs' best epochs, its learning rate annealed to zero over them, and scored
+on test: that model is the one registered.
 
 The runs are jobs of a companion Optuna study, `<study>.final`, in the same storage: each job
 is a waiting trial whose user attributes say what it trains. A worker takes a waiting trial
@@ -23,7 +24,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import optuna
@@ -55,6 +56,10 @@ from harness.search.objective import trial_value
 from harness.search.spaces import SearchSpace
 from harness.stopping import STOP_REASONS, stop_reason
 from harness.tracking import Tracker
+
+# The refit has no epoch to select, so it keeps its last: annealed, those weights have settled,
+# where at a constant rate they are one noisy step of the curve (docs/confirm.md has the figures)
+REFIT_LR_SCHEDULE = "cosine"
 
 # user attributes of a job's trial: what it trains
 
@@ -205,6 +210,8 @@ class JobRunner:
         source = self.study.get_trials(deepcopy=False)[job.trial_number]
         config = self.space.config(source.params, seed=job.seed, max_epochs=job.epochs)
         refit = job.role == Role.REFIT
+        if refit:
+            config = replace(config, lr_schedule=REFIT_LR_SCHEDULE)
         run_id = self.tracker.start_run(
             self.experiment_id,
             f"{job.role}-{job.trial_number:03d}" + ("" if refit else f"-s{job.seed}"),
