@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from dataclasses import asdict, replace
@@ -34,6 +33,7 @@ from real_data import ROOT, git_commit  # noqa: E402
 from harness.cli import quiet_libraries  # noqa: E402
 from harness.data import load_splits  # noqa: E402
 from harness.runs import concatenate  # noqa: E402
+from harness.search.confirm import figures, median_epoch  # noqa: E402
 from harness.search.spaces import load_space  # noqa: E402
 from harness.trainer import LR_SCHEDULES, TrainConfig, evaluate, fit  # noqa: E402
 
@@ -56,7 +56,7 @@ def measure(spec: str, seeds: list[int]) -> dict:
     config = TrainConfig(**WINNER, max_epochs=budget)
     start = time.perf_counter()
     runs = [test_iou(replace(config, seed=s), splits.train, splits.val, splits.test) for s in seeds]
-    epochs = max(1, round(statistics.median(best for _, best in runs)))  # confirm.refit_epochs
+    epochs = median_epoch(best for _, best in runs)
     both = concatenate(splits.train, splits.val)
     refits = {schedule: [] for schedule in LR_SCHEDULES}
     for schedule, scores in refits.items():
@@ -72,11 +72,6 @@ def measure(spec: str, seeds: list[int]) -> dict:
         "refits": refits,
         "wall_s": time.perf_counter() - start,
     }
-
-
-def figures(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.mean(values):.4f} ± {sd:.4f}"
 
 
 def report(results: dict[str, dict]) -> str:

@@ -21,7 +21,7 @@ import math
 import statistics
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -164,9 +164,14 @@ def pick_winner(confirmed: list[Confirmed], maximize: bool) -> Confirmed:
     return min(enumerate(confirmed), key=lambda ic: (sign * mean_sd(ic[1].values)[0], ic[0]))[1]
 
 
+def median_epoch(best_epochs: Iterable[int]) -> int:
+    """The epochs a refit trains for runs that selected `best_epochs`: their median."""
+    return max(1, round(statistics.median(best_epochs)))
+
+
 def refit_epochs(winner: Confirmed) -> int:
     """The epochs the winner's runs selected: the median of their best epochs."""
-    return max(1, round(statistics.median(r.best_epoch for r in winner.runs)))
+    return median_epoch(r.best_epoch for r in winner.runs)
 
 
 @dataclass(frozen=True)
