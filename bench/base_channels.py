@@ -1,0 +1,103 @@
+"""Base channels 16 against 32 at the default space's epoch budget, seed by seed.
+
+    python bench/base_channels.py [--data synthetic folder:../shared/data/kvasir-seg ...]
+                                  [--seeds 0 1 2] [--widths 16 32]
+                                  [--out docs/base_channels.json]
+
+The default space fixes base channels at 16; the original report's hand recipe uses 32. Wider
+models cost about four times the work per epoch but no more epochs, and issue 19's compute
+limits are counted in epochs. For one configuration (a typical winner of the default search:
+depth 4, batch 8, Adam 2e-3, patience 5, aug 0.2) and each data set, with the space's epoch
+budget for that set, it trains one run per seed and width (on train, early-stopped on
+validation, as a trial does) and prints each width's test mean IoU (mean and standard
+deviation over the seeds), the paired differences by seed, the best epochs and the wall time.
+Results are kept in --out by data set name, so a run on one set leaves the others in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import machine  # noqa: E402
+from real_data import ROOT, git_commit  # noqa: E402
+from refit_schedule import WINNER, name_of, test_iou  # noqa: E402
+
+from harness.cli import quiet_libraries  # noqa: E402
+from harness.data import load_splits  # noqa: E402
+from harness.search.confirm import figures  # noqa: E402
+from harness.search.spaces import load_space  # noqa: E402
+from harness.trainer import TrainConfig  # noqa: E402
+
+DEFAULT_DATA = ["synthetic", f"folder:{ROOT.parent / 'shared' / 'data' / 'kvasir-seg'}"]
+
+
+def measure(spec: str, seeds: list[int], widths: list[int]) -> dict:
+    space = load_space()
+    splits = load_splits(spec, space.study.image_size)
+    config = TrainConfig(**WINNER, max_epochs=space.study.epochs(len(splits.train)))
+    by_width = {}
+    for width in widths:
+        scores, best_epochs, walls = [], [], []
+        for seed in seeds:
+            start = time.perf_counter()
+            run = replace(config, base_channels=width, seed=seed)
+            iou, best = test_iou(run, splits.train, splits.val, splits.test)
+            walls.append(time.perf_counter() - start)
+            scores.append(iou)
+            best_epochs.append(best)
+        by_width[str(width)] = {"test_iou": scores, "best_epochs": best_epochs, "wall_s": walls}
+    return {"config": asdict(config), "train_images": len(splits.train), "widths": by_width}
+
+
+def report(results: dict[str, dict]) -> str:
+    lines = [
+        "| data | budget | base | test mean IoU | minus the first width, by seed | best epochs "
+        "| wall min per run |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in results.items():
+        first = next(iter(r["widths"].values()))["test_iou"]
+        for width, w in r["widths"].items():
+            paired = " ".join(f"{b - a:+.4f}" for a, b in zip(first, w["test_iou"]))
+            wall = sum(w["wall_s"]) / len(w["wall_s"]) / 60
+            lines.append(
+                f"| {name} | {r['config']['max_epochs']} | {width} | {figures(w['test_iou'])} "
+                f"| {paired} | {' '.join(map(str, w['best_epochs']))} | {wall:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", default=DEFAULT_DATA)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--widths", type=int, nargs="+", default=[16, 32])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "base_channels.json")
+    args = parser.parse_args()
+    quiet_libraries()
+    print(f"machine: {machine()}; harness at {git_commit()}")
+    saved = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    results = {}
+    for spec in args.data:
+        if spec.startswith("folder:") and not Path(spec.removeprefix("folder:")).is_dir():
+            print(f"skipped {spec}: no such folder")
+            continue
+        print(f"{spec} ...", flush=True)
+        results[name_of(spec)] = {
+            **measure(spec, args.seeds, args.widths),
+            "machine": machine(),
+            "commit": git_commit(),
+        }
+        args.out.write_text(json.dumps({**saved, **results}, indent=1) + "\n")
+    print(report(results))
+
+
+if __name__ == "__main__":
+    main()
