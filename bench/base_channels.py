@@ -17,7 +17,6 @@ Results are kept in --out by data set name, so a run on one set leaves the other
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import asdict, replace
@@ -27,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine  # noqa: E402
 from real_data import ROOT, git_commit  # noqa: E402
-from refit_schedule import WINNER, name_of, test_iou  # noqa: E402
+from refit_schedule import WINNER, measure_each, test_iou  # noqa: E402
 
 from harness.cli import quiet_libraries  # noqa: E402
 from harness.data import load_splits  # noqa: E402
@@ -83,19 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     quiet_libraries()
     print(f"machine: {machine()}; harness at {git_commit()}")
-    saved = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    results = {}
-    for spec in args.data:
-        if spec.startswith("folder:") and not Path(spec.removeprefix("folder:")).is_dir():
-            print(f"skipped {spec}: no such folder")
-            continue
-        print(f"{spec} ...", flush=True)
-        results[name_of(spec)] = {
-            **measure(spec, args.seeds, args.widths),
-            "machine": machine(),
-            "commit": git_commit(),
-        }
-        args.out.write_text(json.dumps({**saved, **results}, indent=1) + "\n")
+    results = measure_each(args.data, args.out, lambda s: measure(s, args.seeds, args.widths))
     print(report(results))
 
 

@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -81,6 +82,21 @@ def name_of(spec: str) -> str:
     return Path(spec.removeprefix("folder:")).name if spec.startswith("folder:") else spec
 
 
+def measure_each(specs: list[str], out: Path, measure_one: Callable[[str], dict]) -> dict:
+    """`measure_one(spec)` for each data set that is here, with the machine and commit; each
+    result is written to `out` under the set's name as it ends, beside the other sets' results."""
+    saved = json.loads(out.read_text()) if out.is_file() else {}
+    results = {}
+    for spec in specs:
+        if spec.startswith("folder:") and not Path(spec.removeprefix("folder:")).is_dir():
+            print(f"skipped {spec}: no such folder")
+            continue
+        print(f"{spec} ...", flush=True)
+        results[name_of(spec)] = {**measure_one(spec), "machine": machine(), "commit": git_commit()}
+        out.write_text(json.dumps({**saved, **results}, indent=1) + "\n")
+    return results
+
+
 def report(results: dict[str, dict]) -> str:
     lines = [
         "| data | budget | refit epochs | runs (train, early-stopped) | refit, constant lr | "
@@ -105,21 +121,7 @@ def main() -> None:
     args = parser.parse_args()
     quiet_libraries()
     print(f"machine: {machine()}; harness at {git_commit()}")
-    saved = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    results = {}
-    for spec in args.data:
-        path = spec.removeprefix("folder:")
-        if spec.startswith("folder:") and not Path(path).is_dir():
-            print(f"skipped {spec}: no such folder")
-            continue
-        print(f"{spec} ...", flush=True)
-        results[name_of(spec)] = {
-            **measure(spec, args.seeds),
-            "machine": machine(),
-            "commit": git_commit(),
-        }
-        args.out.write_text(json.dumps({**saved, **results}, indent=1) + "\n")
-    print(report(results))
+    print(report(measure_each(args.data, args.out, lambda spec: measure(spec, args.seeds))))
 
 
 if __name__ == "__main__":
