@@ -60,8 +60,8 @@ def measure(spec: str, seeds: list[int], widths: list[int], batch_size: int) -> 
 
 def report(results: dict[str, dict]) -> str:
     lines = [
-        "| data | budget | batch | base | test mean IoU | minus the first width, by seed | best epochs "
-        "| wall min per run |",
+        "| data | budget | batch | base | test mean IoU | minus the first width, by seed "
+        "| best epochs | wall min per run |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in results.items():
@@ -70,8 +70,9 @@ def report(results: dict[str, dict]) -> str:
             paired = " ".join(f"{b - a:+.4f}" for a, b in zip(first, w["test_iou"]))
             wall = sum(w["wall_s"]) / len(w["wall_s"]) / 60
             lines.append(
-                f"| {name} | {r['config']['max_epochs']} | {r['config']['batch_size']} | {width} | {figures(w['test_iou'])} "
-                f"| {paired} | {' '.join(map(str, w['best_epochs']))} | {wall:.1f} |"
+                f"| {name} | {r['config']['max_epochs']} | {r['config']['batch_size']} | {width} "
+                f"| {figures(w['test_iou'])} | {paired} | {' '.join(map(str, w['best_epochs']))} "
+                f"| {wall:.1f} |"
             )
     return "\n".join(lines)
 
