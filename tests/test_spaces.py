@@ -54,6 +54,29 @@ def test_rung_images_keep_ashas_rungs_put_when_the_budget_grows(tmp_path):
         load_space(str(path))
 
 
+def test_the_reduction_factor_sets_how_many_trials_a_rung_keeps(tmp_path):
+    def second_best_goes_on(reduction_factor: int) -> bool:
+        path = tmp_path / f"rf{reduction_factor}.toml"
+        path.write_text(f"[study]\nmax_epochs = 9\nreduction_factor = {reduction_factor}\n")
+        pruner = make_pruner("asha", load_space(str(path)).study, 9)
+        study = optuna.create_study(direction="maximize", pruner=pruner)
+        for value in (0.9, 0.1, 0.2, 0.3, 0.4):  # five trials reached the first rung before
+            trial = study.ask()
+            trial.report(value, 1)
+            trial.should_prune()  # the pruner records the trial at its rung
+            study.tell(trial, value)
+        trial = study.ask()
+        trial.report(0.5, 1)  # second of the six at the rung
+        return not trial.should_prune()
+
+    assert second_best_goes_on(3)  # the top third of six: two go on
+    assert not second_best_goes_on(4)  # the top quarter: only the best
+    path = tmp_path / "bad.toml"
+    path.write_text("[study]\nreduction_factor = 1\n")
+    with pytest.raises(SpaceError, match="reduction_factor: must be at least 2"):
+        load_space(str(path))
+
+
 def test_without_an_images_budget_max_epochs_is_the_budget(tmp_path):
     path = tmp_path / "fixed.toml"
     path.write_text("[study]\nmax_epochs = 5\n")

@@ -96,6 +96,9 @@ class StudySettings:
     pruner: str = "asha"
     pruner_startup_trials: int = 5
     pruner_warmup_epochs: int = 0
+    # asha and hyperband: each rung keeps the top 1/reduction_factor of the trials that reach it,
+    # and the rungs sit reduction_factor times apart
+    reduction_factor: int = 3
     max_epochs: int = 10
     # > 0: each trial's epoch budget is this many training images seen (small sets get more
     # passes), kept between min_epochs and max_epochs; 0: max_epochs whatever the data
@@ -249,6 +252,8 @@ def _read_study(table: dict, fail) -> StudySettings:
             fail(f"study.{key}", "must not be negative")
     if settings.min_epochs > settings.max_epochs:
         fail("study.min_epochs", f"more than max_epochs ({settings.max_epochs})")
+    if settings.reduction_factor < 2:
+        fail("study.reduction_factor", "must be at least 2")
     return settings
 
 

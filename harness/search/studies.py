@@ -72,11 +72,17 @@ def make_pruner(
             n_startup_trials=settings.pruner_startup_trials, n_warmup_steps=first_prunable
         )
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=first_prunable, max_resource=max_epochs)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=first_prunable,
+            max_resource=max_epochs,
+            reduction_factor=settings.reduction_factor,
+        )
     if name == "asha":
-        # rungs at first_rung * 3**k epochs; each keeps the top third of the trials there
+        # rungs at first_rung * reduction_factor**k epochs; each keeps the top 1/reduction_factor
         first_rung = settings.pruner_warmup_epochs + settings.first_rung(train_images, max_epochs)
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=first_rung, reduction_factor=3)
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=first_rung, reduction_factor=settings.reduction_factor
+        )
     if name == "none":
         return optuna.pruners.NopPruner()
     raise HarnessError(f"unknown pruner {name!r}: use median, hyperband, asha or none")
