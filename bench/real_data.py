@@ -1,13 +1,13 @@
 """Real photos: the hand recipe against the default search, on the shared real data sets.
 
     python bench/real_data.py [--datasets weizmann-horse kvasir-seg] [--seeds 0 1 2]
-                              [--search-seeds 0 1] [--trials 50] [--out docs/real_data.json]
-                              [--resume]
+                              [--search-seeds 0 1] [--trials 50] [--space FILE]
+                              [--data-dir ../shared/data] [--out docs/real_data.json] [--resume]
     python bench/real_data.py --datasets weizmann-horse --seeds 0 --search-seeds 0 \\
         --trials 2 --max-epochs 2 --out /tmp/real_data.json   # smoke: checks that it runs
 
-For each data set under ../shared/data (relative to the repository; one that is missing is
-skipped with a line), each run the command a user would type, as a subprocess in a temporary
+For each data set under --data-dir (by default ../shared/data, relative to the repository; one
+that is missing is skipped with a line), each run the command a user would type, as a subprocess in a temporary
 folder of its own, where its default MLflow and Optuna stores land:
 - (a) the original report's hand recipe, `python -m harness.train` with depth 3, base
   channels 32, Adam 1e-3, batch 16, patience 5, augmentation 0.2, up to 40 epochs, on the
@@ -24,7 +24,8 @@ Prints one table. Target (issue 19): on every data set, each search seed's promo
 beats the hand recipe's mean by at least 0.02 and by more than its seed-to-seed standard
 deviation. Each run is saved in --out as it ends; `--resume` runs only those the file lacks
 (runs of other settings stay in the file, not shown). `--max-epochs` caps both commands, for
-a smoke test only: figures made with it are not the benchmark's.
+a smoke test only: figures made with it are not the benchmark's. `--space` runs the search on
+another space file than the default, to measure a candidate default the same way.
 """
 
 from __future__ import annotations
@@ -99,7 +100,10 @@ def run_key(dataset: str, kind: str, seed: int, settings: dict) -> str:
 def settings_of(kind: str, args: argparse.Namespace) -> dict:
     if kind == "hand":
         return {"max_epochs": args.max_epochs or HAND_MAX_EPOCHS}
-    return {"trials": args.trials, "max_epochs": args.max_epochs}  # None: the space file's
+    settings = {"trials": args.trials, "max_epochs": args.max_epochs}  # None: the space file's
+    if args.space:
+        settings["space"] = str(args.space)  # absent: the default space, as in older files
+    return settings
 
 
 @contextmanager
@@ -150,8 +154,9 @@ def measure_hand(data: str, seed: int, settings: dict) -> Measured:
 
 def measure_search(data: str, seed: int, settings: dict) -> Measured:
     capped = ["--max-epochs", str(settings["max_epochs"])] if settings["max_epochs"] else []
+    space = ["--space", str(Path(settings["space"]).resolve())] if "space" in settings else []
     argv = ["-m", "harness.search", "--trials", str(settings["trials"]), "--data", data,
-            "--seed", str(seed), "--no-progress", *capped]  # fmt: skip
+            "--seed", str(seed), "--no-progress", *capped, *space]  # fmt: skip
     with fresh_run(argv) as (client, wall):
         runs = all_runs(client)
         study = next(r for r in runs if r.data.tags.get(Tag.ROLE) == "study")
@@ -256,6 +261,13 @@ def compute(epochs: float, wall_s: float, notes: str) -> list:
     return [f"{epochs:.0f}", f"{wall_s / 60:.1f}", notes]
 
 
+def search_label(r: Result) -> str:
+    label = f"search --trials {r.settings['trials']}"
+    if "space" in r.settings:
+        label += f" --space {Path(r.settings['space']).name}"
+    return label
+
+
 def table(results: list[Result]) -> str:
     lines = [row(COLUMNS), row(["---"] * len(COLUMNS))]
     verdicts = []
@@ -283,14 +295,18 @@ def table(results: list[Result]) -> str:
             m = r.measured
             score = "none" if m.test_iou is None else f"{m.test_iou:.4f}"
             delta = "" if mean is None or m.test_iou is None else f"{m.test_iou - mean:+.4f}"
-            lines.append(row([dataset, f"search --trials {r.settings['trials']}", r.seed, score,
+            lines.append(row([dataset, search_label(r), r.seed, score,
                               delta, *compute(m.epochs, m.wall_s, m.notes)]))  # fmt: skip
-        if mean is not None and searches:
-            met = [r.seed for r in searches if meets_target(r.measured.test_iou, mean, sd)]
-            bar = f"+{MARGIN}" + ("" if sd is None else f" and > +{sd:.4f}")
-            seeds = [r.seed for r in searches]
+        if mean is None:
+            continue
+        bar = f"+{MARGIN}" + ("" if sd is None else f" and > +{sd:.4f}")
+        for label in dict.fromkeys(map(search_label, searches)):
+            seeds = [r.seed for r in searches if search_label(r) == label]
+            met = [r.seed for r in searches
+                   if search_label(r) == label and meets_target(r.measured.test_iou, mean, sd)]  # fmt: skip
             verdicts.append(
-                f"{dataset}: target ({bar} over the hand mean) met by search seeds {met} of {seeds}"
+                f"{dataset}, {label}: target ({bar} over the hand mean) met by search seeds "
+                f"{met} of {seeds}"
             )
     return "\n".join(lines + [""] + verdicts)
 
@@ -298,7 +314,7 @@ def table(results: list[Result]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--datasets", nargs="+", default=list(DATASETS), help=f"folders of {DATA_DIR}"
+        "--datasets", nargs="+", default=list(DATASETS), help="folders of --data-dir"
     )
     parser.add_argument(
         "--seeds", type=int, nargs="*", default=[0, 1, 2], help="the hand recipe's --seed"
@@ -310,9 +326,13 @@ def main() -> None:
     parser.add_argument(
         "--max-epochs", type=int, default=None, help="smoke test only: caps both commands"
     )
+    parser.add_argument("--space", type=Path, help="the search's space file (default: its own)")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="where the data sets are")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "real_data.json")
     parser.add_argument("--resume", action="store_true", help="keep the runs already in --out")
     args = parser.parse_args()  # fmt: skip
+    if args.space and not args.space.is_file():
+        parser.error(f"--space {args.space}: no such file")
     quiet_libraries()
     results = load(args.out) if args.resume else {}
     commit, where = git_commit(), machine()
@@ -322,7 +342,7 @@ def main() -> None:
 
     shown: list[Result] = []
     for dataset in args.datasets:
-        path = DATA_DIR / dataset
+        path = args.data_dir / dataset
         if not path.is_dir():
             print(f"skipped {dataset}: {path} not found")
             continue
