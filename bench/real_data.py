@@ -342,7 +342,7 @@ def main() -> None:
 
     shown: list[Result] = []
     for dataset in args.datasets:
-        path = args.data_dir / dataset
+        path = args.data_dir.resolve() / dataset
         if not path.is_dir():
             print(f"skipped {dataset}: {path} not found")
             continue
