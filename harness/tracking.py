@@ -48,7 +48,7 @@ from mlflow.utils.mlflow_tags import (
 )
 
 import harness
-from harness.errors import HarnessError, first_line, user_error
+from harness.errors import HarnessError, first_line, user_error, user_errors
 from harness.locks import creation_lock, sqlite_path
 from harness.metrics import Scores
 from harness.names import (
@@ -342,10 +342,13 @@ class Tracker:
         """The run's logged weights loaded into `model` (read with weights_only=True); a file
         that is not such a checkpoint, or one for another architecture, is a HarnessError."""
         unusable = f"run {run_id}: unusable checkpoint"
+        checkpoint = f"{Artifact.CHECKPOINT_DIR}/{Artifact.CHECKPOINT_FILE}"
         with tempfile.TemporaryDirectory() as tmp:
-            path = self.client.download_artifacts(
-                run_id, f"{Artifact.CHECKPOINT_DIR}/{Artifact.CHECKPOINT_FILE}", tmp
-            )
+            # gone when the artifacts were deleted or moved apart from the tracking database
+            with user_errors(
+                f"run {run_id}: cannot read its checkpoint {checkpoint}", MlflowException
+            ):
+                path = self.client.download_artifacts(run_id, checkpoint, tmp)
             try:
                 state = load_checkpoint(path)
             except pickle.UnpicklingError:

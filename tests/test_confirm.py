@@ -1,13 +1,18 @@
 """Confirmation and refit after the trials, on real small studies (real Optuna and MLflow stores)."""
 
 import math
+import shutil
 from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlparse
 
 import optuna
 import pytest
 
+from harness.cli import run_main
 from harness.names import FINAL_STUDY_SUFFIX, Artifact, Metric, Param, Role, Tag, TrialAttr
 from harness.search import SearchOptions, confirm, run_search
+from harness.search.command import main
 from harness.search.confirm import confirm_seed
 from tests.helpers import running_runs
 
@@ -164,6 +169,40 @@ def test_a_stage_interrupted_half_way_finishes_on_rerun_without_repeating_runs(
         client.search_runs([again.experiment_id])
     )
     assert again.final is None
+
+
+def test_a_rerun_whose_trial_checkpoints_are_gone_ends_in_one_line(
+    space_file, tracking_uri, client, monkeypatch, capsys
+):
+    train_tracked = confirm.train_tracked
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C as the first confirmation starts
+
+    monkeypatch.setattr(confirm, "train_tracked", interrupted)
+    first = options(space_file, tracking_uri, "gone")
+    with pytest.raises(KeyboardInterrupt):
+        run_search(first)
+    monkeypatch.setattr(confirm, "train_tracked", train_tracked)
+    # the trials' artifacts are deleted, or the database is moved without them
+    experiment_id = client.get_experiment_by_name("gone").experiment_id
+    trial_runs = [
+        r for r in client.search_runs([experiment_id]) if r.data.tags.get(Tag.ROLE) == Role.TRIAL
+    ]
+    for run in trial_runs:
+        shutil.rmtree(Path(urlparse(run.info.artifact_uri).path) / Artifact.CHECKPOINT_DIR)
+
+    code = run_main(main, ["--space", str(space_file), "--data", DATA, "--study", "gone",
+                           "--trials", "3", "--confirm-top", "2", "--confirm-seeds", "1",
+                           "--registered-model", "model-gone", "--tracking-uri", tracking_uri,
+                           "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code != 0
+    (line,) = err.splitlines()
+    assert "cannot read its checkpoint" in line and "Traceback" not in err
+    assert not running_runs(client, experiment_id)
+    final = optuna.load_study(study_name="gone" + FINAL_STUDY_SUFFIX, storage=first.storage)
+    assert all(t.state != optuna.trial.TrialState.RUNNING for t in final.trials)
 
 
 def test_threads_share_the_jobs_and_train_none_twice(space_file, tracking_uri, client, capsys):
