@@ -7,8 +7,8 @@
         --trials 2 --max-epochs 2 --out /tmp/real_data.json   # smoke: checks that it runs
 
 For each data set under --data-dir (by default ../shared/data, relative to the repository; one
-that is missing is skipped with a line), each run the command a user would type, as a subprocess in a temporary
-folder of its own, where its default MLflow and Optuna stores land:
+that is missing is skipped with a line), each run the command a user would type, as a
+subprocess in a temporary folder of its own, where its default MLflow and Optuna stores land:
 - (a) the original report's hand recipe, `python -m harness.train` with depth 3, base
   channels 32, Adam 1e-3, batch 16, patience 5, augmentation 0.2, up to 40 epochs, on the
   harness's own split, once per --seeds training seed: test mean IoU, and their mean and
