@@ -301,9 +301,9 @@ def table(results: list[Result]) -> str:
             continue
         bar = f"+{MARGIN}" + ("" if sd is None else f" and > +{sd:.4f}")
         for label in dict.fromkeys(map(search_label, searches)):
-            seeds = [r.seed for r in searches if search_label(r) == label]
-            met = [r.seed for r in searches
-                   if search_label(r) == label and meets_target(r.measured.test_iou, mean, sd)]  # fmt: skip
+            runs = [r for r in searches if search_label(r) == label]
+            seeds = [r.seed for r in runs]
+            met = [r.seed for r in runs if meets_target(r.measured.test_iou, mean, sd)]
             verdicts.append(
                 f"{dataset}, {label}: target ({bar} over the hand mean) met by search seeds "
                 f"{met} of {seeds}"
