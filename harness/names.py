@@ -207,6 +207,10 @@ class Artifact:
     REPORT_DIR = "report"  # harness.report's files, on the study's parent run
 
 
+# the checkpoint's path among a run's artifacts, as MLflow lists and downloads it
+CHECKPOINT_PATH = f"{Artifact.CHECKPOINT_DIR}/{Artifact.CHECKPOINT_FILE}"
+
+
 class Column:
     """Columns of the parent run's `Artifact.CONFIRMATION_CSV`: one row per final-stage run."""
 

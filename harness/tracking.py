@@ -52,6 +52,7 @@ from harness.errors import HarnessError, first_line, user_error, user_errors
 from harness.locks import creation_lock, sqlite_path
 from harness.metrics import Scores
 from harness.names import (
+    CHECKPOINT_PATH,
     DATASET_CONTEXTS,
     DEFAULT_TRACKING_URI,
     EXPERIMENT_KIND,
@@ -342,13 +343,12 @@ class Tracker:
         """The run's logged weights loaded into `model` (read with weights_only=True); a file
         that is not such a checkpoint, or one for another architecture, is a HarnessError."""
         unusable = f"run {run_id}: unusable checkpoint"
-        checkpoint = f"{Artifact.CHECKPOINT_DIR}/{Artifact.CHECKPOINT_FILE}"
         with tempfile.TemporaryDirectory() as tmp:
             # gone when the artifacts were deleted or moved apart from the tracking database
             with user_errors(
-                f"run {run_id}: cannot read its checkpoint {checkpoint}", MlflowException
+                f"run {run_id}: cannot read its checkpoint {CHECKPOINT_PATH}", MlflowException
             ):
-                path = self.client.download_artifacts(run_id, checkpoint, tmp)
+                path = self.client.download_artifacts(run_id, CHECKPOINT_PATH, tmp)
             try:
                 state = load_checkpoint(path)
             except pickle.UnpicklingError:

@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass
 
 from harness.errors import HarnessError
-from harness.names import SCORE_METRIC, Artifact, Param, Tag
+from harness.names import CHECKPOINT_PATH, SCORE_METRIC, Artifact, Param, Tag
 from harness.registry.store import call
 from harness.tracking import Tracker
 
@@ -58,10 +58,8 @@ def read_source(tracker: Tracker, run_id: str) -> SourceRun:
     names = {
         a.path for a in call(lambda: tracker.client.list_artifacts(run_id, Artifact.CHECKPOINT_DIR))
     }
-    if f"{Artifact.CHECKPOINT_DIR}/{Artifact.CHECKPOINT_FILE}" not in names:
-        raise HarnessError(
-            f"run {run_id} has no checkpoint ({Artifact.CHECKPOINT_DIR}/{Artifact.CHECKPOINT_FILE})"
-        )
+    if CHECKPOINT_PATH not in names:
+        raise HarnessError(f"run {run_id} has no checkpoint ({CHECKPOINT_PATH})")
     score = metrics[SCORE_METRIC]
     if not math.isfinite(score):
         raise HarnessError(f"run {run_id} has a non-finite {SCORE_METRIC}: {score}")
