@@ -2,6 +2,7 @@
 
     python bench/base_channels.py [--data synthetic folder:../shared/data/kvasir-seg ...]
                                   [--seeds 0 1 2] [--widths 16 32] [--batch-size 8]
+                                  [--space FILE] [--config KEY=VALUE ...]
                                   [--out docs/base_channels.json]
 
 The default space fixes base channels at 16; the original report's hand recipe uses 32. Wider
@@ -12,7 +13,9 @@ budget for that set, it trains one run per seed and width (on train, early-stopp
 validation, as a trial does) and prints each width's test mean IoU (mean and standard
 deviation over the seeds), the paired differences by seed, the best epochs and the wall time.
 `--batch-size` trains the same configuration at another batch size (more optimizer steps per
-epoch at a smaller one, again at no cost in epochs).
+epoch at a smaller one, again at no cost in epochs). `--space` takes the epoch budget from a
+candidate space file instead of the default one, and `--config` trains another configuration
+(`--config depth=5 lr=1.2e-3 patience=8 aug_p=0.03`, over the typical winner's values).
 Results are kept in --out by data set name, so a run on one set leaves the others in place.
 """
 
@@ -39,11 +42,27 @@ from harness.trainer import TrainConfig  # noqa: E402
 DEFAULT_DATA = ["synthetic", f"folder:{ROOT.parent / 'shared' / 'data' / 'kvasir-seg'}"]
 
 
-def measure(spec: str, seeds: list[int], widths: list[int], batch_size: int) -> dict:
-    space = load_space()
+def parse_config(pairs: list[str]) -> dict:
+    """`KEY=VALUE` overrides of the typical winner: each key one of its fields, each value of
+    that field's type."""
+    config = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in WINNER or not value:
+            raise ValueError(f"{pair!r}: use KEY=VALUE, KEY one of {', '.join(WINNER)}")
+        kind = type(WINNER[key])
+        try:
+            config[key] = kind(value)
+        except ValueError:
+            raise ValueError(f"{pair!r}: {key} takes a {kind.__name__}") from None
+    return config
+
+
+def measure(spec: str, seeds: list[int], widths: list[int], space: str, config: dict) -> dict:
+    space = load_space(space)
     splits = load_splits(spec, space.study.image_size)
     budget = space.study.epochs(len(splits.train))
-    config = TrainConfig(**{**WINNER, "batch_size": batch_size}, max_epochs=budget)
+    config = TrainConfig(**{**WINNER, **config}, max_epochs=budget)
     by_width = {}
     for width in widths:
         scores, best_epochs, walls = [], [], []
@@ -83,12 +102,20 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--widths", type=int, nargs="+", default=[16, 32])
     parser.add_argument("--batch-size", type=int, default=WINNER["batch_size"])
+    parser.add_argument("--space", default="unet", help="the space file whose budget to use")
+    parser.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "base_channels.json")
     args = parser.parse_args()
+    try:
+        config = {"batch_size": args.batch_size, **parse_config(args.config)}
+    except ValueError as error:
+        parser.error(f"--config {error}")
     quiet_libraries()
     print(f"machine: {machine()}; harness at {git_commit()}")
     results = measure_each(
-        args.data, args.out, lambda s: measure(s, args.seeds, args.widths, args.batch_size)
+        args.data,
+        args.out,
+        lambda s: {**measure(s, args.seeds, args.widths, args.space, config), "space": args.space},
     )
     print(report(results))
 
