@@ -2,7 +2,7 @@
 
     python bench/base_channels.py [--data synthetic folder:../shared/data/kvasir-seg ...]
                                   [--seeds 0 1 2] [--widths 16 32] [--batch-size 8]
-                                  [--space FILE] [--config KEY=VALUE ...]
+                                  [--space FILE] [--config KEY=VALUE ...] [--refit]
                                   [--out docs/base_channels.json]
 
 The default space fixes base channels at 16; the original report's hand recipe uses 32. Wider
@@ -16,6 +16,9 @@ deviation over the seeds), the paired differences by seed, the best epochs and t
 epoch at a smaller one, again at no cost in epochs). `--space` takes the epoch budget from a
 candidate space file instead of the default one, and `--config` trains another configuration
 (`--config depth=5 lr=1.2e-3 patience=8 aug_p=0.03`, over the typical winner's values).
+`--refit` also trains, after each width's runs and from the same seeds, the refit as the search
+does it (train + validation, the median of those runs' best epochs, the learning rate annealed
+to zero), the model the search registers.
 Results are kept in --out by data set name, so a run on one set leaves the others in place.
 """
 
@@ -35,7 +38,8 @@ from refit_schedule import WINNER, measure_each, test_iou  # noqa: E402
 
 from harness.cli import quiet_libraries  # noqa: E402
 from harness.data import load_splits  # noqa: E402
-from harness.search.confirm import figures  # noqa: E402
+from harness.runs import concatenate  # noqa: E402
+from harness.search.confirm import figures, median_epoch  # noqa: E402
 from harness.search.spaces import load_space  # noqa: E402
 from harness.trainer import TrainConfig  # noqa: E402
 
@@ -58,7 +62,9 @@ def parse_config(pairs: list[str]) -> dict:
     return config
 
 
-def measure(spec: str, seeds: list[int], widths: list[int], space: str, config: dict) -> dict:
+def measure(
+    spec: str, seeds: list[int], widths: list[int], space: str, config: dict, refit: bool
+) -> dict:
     space = load_space(space)
     splits = load_splits(spec, space.study.image_size)
     budget = space.study.epochs(len(splits.train))
@@ -74,6 +80,20 @@ def measure(spec: str, seeds: list[int], widths: list[int], space: str, config: 
             scores.append(iou)
             best_epochs.append(best)
         by_width[str(width)] = {"test_iou": scores, "best_epochs": best_epochs, "wall_s": walls}
+        if refit:
+            epochs = median_epoch(best_epochs)
+            both = concatenate(splits.train, splits.val)
+            by_width[str(width)]["refit"] = {
+                "epochs": epochs,
+                "test_iou": [
+                    test_iou(
+                        replace(config, base_channels=width, seed=seed, max_epochs=epochs,
+                                lr_schedule="cosine"),
+                        both, None, splits.test,
+                    )[0]
+                    for seed in seeds
+                ],
+            }  # fmt: skip
     return {"config": asdict(config), "train_images": len(splits.train), "widths": by_width}
 
 
@@ -84,15 +104,22 @@ def report(results: dict[str, dict]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in results.items():
-        first = next(iter(r["widths"].values()))["test_iou"]
+        first = next(iter(r["widths"].values()))
         for width, w in r["widths"].items():
-            paired = " ".join(f"{b - a:+.4f}" for a, b in zip(first, w["test_iou"]))
+            paired = " ".join(f"{b - a:+.4f}" for a, b in zip(first["test_iou"], w["test_iou"]))
             wall = sum(w["wall_s"]) / len(w["wall_s"]) / 60
             lines.append(
                 f"| {name} | {r['config']['max_epochs']} | {r['config']['batch_size']} | {width} "
                 f"| {figures(w['test_iou'])} | {paired} | {' '.join(map(str, w['best_epochs']))} "
                 f"| {wall:.1f} |"
             )
+            if "refit" in w:
+                refit, firsts = w["refit"]["test_iou"], first["refit"]["test_iou"]
+                paired = " ".join(f"{b - a:+.4f}" for a, b in zip(firsts, refit))
+                lines.append(
+                    f"| {name} | refit, {w['refit']['epochs']} epochs | "
+                    f"{r['config']['batch_size']} | {width} | {figures(refit)} | {paired} | | |"
+                )
     return "\n".join(lines)
 
 
@@ -104,6 +131,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=WINNER["batch_size"])
     parser.add_argument("--space", default="unet", help="the space file whose budget to use")
     parser.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--refit", action="store_true", help="also the refit of each width")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "base_channels.json")
     args = parser.parse_args()
     try:
@@ -115,7 +143,10 @@ def main() -> None:
     results = measure_each(
         args.data,
         args.out,
-        lambda s: {**measure(s, args.seeds, args.widths, args.space, config), "space": args.space},
+        lambda s: {
+            **measure(s, args.seeds, args.widths, args.space, config, args.refit),
+            "space": args.space,
+        },
     )
     print(report(results))
 
