@@ -2,7 +2,8 @@
 
     python bench/base_channels.py [--data synthetic folder:../shared/data/kvasir-seg ...]
                                   [--seeds 0 1 2] [--widths 16 32] [--batch-size 8]
-                                  [--space FILE] [--config KEY=VALUE ...] [--refit]
+                                  [--space FILE] [--config KEY=VALUE ...]
+                                  [--refit | --refit-epochs N]
                                   [--out docs/base_channels.json]
 
 The default space fixes base channels at 16; the original report's hand recipe uses 32. Wider
@@ -18,7 +19,8 @@ candidate space file instead of the default one, and `--config` trains another c
 (`--config depth=5 lr=1.2e-3 patience=8 aug_p=0.03`, over the typical winner's values).
 `--refit` also trains, after each width's runs and from the same seeds, the refit as the search
 does it (train + validation, the median of those runs' best epochs, the learning rate annealed
-to zero), the model the search registers.
+to zero), the model the search registers. `--refit-epochs N` trains only the refits, for N
+epochs (the epochs the search would take from runs at another width, say).
 Results are kept in --out by data set name, so a run on one set leaves the others in place.
 """
 
@@ -63,27 +65,34 @@ def parse_config(pairs: list[str]) -> dict:
 
 
 def measure(
-    spec: str, seeds: list[int], widths: list[int], space: str, config: dict, refit: bool
+    spec: str,
+    seeds: list[int],
+    widths: list[int],
+    space: str,
+    config: dict,
+    refit: bool,
+    refit_epochs: int | None = None,
 ) -> dict:
+    """With `refit_epochs`, only the refits, for that many epochs (no runs to take them from)."""
     space = load_space(space)
     splits = load_splits(spec, space.study.image_size)
     budget = space.study.epochs(len(splits.train))
     config = TrainConfig(**{**WINNER, **config}, max_epochs=budget)
     by_width = {}
     for width in widths:
-        scores, best_epochs, walls = [], [], []
-        for seed in seeds:
+        runs = {"test_iou": [], "best_epochs": [], "wall_s": []}
+        for seed in seeds if refit_epochs is None else []:
             start = time.perf_counter()
             run = replace(config, base_channels=width, seed=seed)
             iou, best = test_iou(run, splits.train, splits.val, splits.test)
-            walls.append(time.perf_counter() - start)
-            scores.append(iou)
-            best_epochs.append(best)
-        by_width[str(width)] = {"test_iou": scores, "best_epochs": best_epochs, "wall_s": walls}
-        if refit:
-            epochs = median_epoch(best_epochs)
+            runs["wall_s"].append(time.perf_counter() - start)
+            runs["test_iou"].append(iou)
+            runs["best_epochs"].append(best)
+        by_width[str(width)] = runs
+        if refit or refit_epochs is not None:
+            epochs = refit_epochs or median_epoch(runs["best_epochs"])
             both = concatenate(splits.train, splits.val)
-            by_width[str(width)]["refit"] = {
+            runs["refit"] = {
                 "epochs": epochs,
                 "test_iou": [
                     test_iou(
@@ -106,13 +115,14 @@ def report(results: dict[str, dict]) -> str:
     for name, r in results.items():
         first = next(iter(r["widths"].values()))
         for width, w in r["widths"].items():
-            paired = " ".join(f"{b - a:+.4f}" for a, b in zip(first["test_iou"], w["test_iou"]))
-            wall = sum(w["wall_s"]) / len(w["wall_s"]) / 60
-            lines.append(
-                f"| {name} | {r['config']['max_epochs']} | {r['config']['batch_size']} | {width} "
-                f"| {figures(w['test_iou'])} | {paired} | {' '.join(map(str, w['best_epochs']))} "
-                f"| {wall:.1f} |"
-            )
+            if w["test_iou"]:
+                paired = " ".join(f"{b - a:+.4f}" for a, b in zip(first["test_iou"], w["test_iou"]))
+                wall = sum(w["wall_s"]) / len(w["wall_s"]) / 60
+                lines.append(
+                    f"| {name} | {r['config']['max_epochs']} | {r['config']['batch_size']} "
+                    f"| {width} | {figures(w['test_iou'])} | {paired} "
+                    f"| {' '.join(map(str, w['best_epochs']))} | {wall:.1f} |"
+                )
             if "refit" in w:
                 refit, firsts = w["refit"]["test_iou"], first["refit"]["test_iou"]
                 paired = " ".join(f"{b - a:+.4f}" for a, b in zip(firsts, refit))
@@ -132,6 +142,9 @@ def main() -> None:
     parser.add_argument("--space", default="unet", help="the space file whose budget to use")
     parser.add_argument("--config", nargs="+", default=[], metavar="KEY=VALUE")
     parser.add_argument("--refit", action="store_true", help="also the refit of each width")
+    parser.add_argument(
+        "--refit-epochs", type=int, help="only the refits, for this many epochs (no runs)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "base_channels.json")
     args = parser.parse_args()
     try:
@@ -144,7 +157,9 @@ def main() -> None:
         args.data,
         args.out,
         lambda s: {
-            **measure(s, args.seeds, args.widths, args.space, config, args.refit),
+            **measure(
+                s, args.seeds, args.widths, args.space, config, args.refit, args.refit_epochs
+            ),
             "space": args.space,
         },
     )
