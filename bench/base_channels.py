@@ -41,7 +41,7 @@ from refit_schedule import WINNER, measure_each, test_iou  # noqa: E402
 from harness.cli import quiet_libraries  # noqa: E402
 from harness.data import load_splits  # noqa: E402
 from harness.runs import concatenate  # noqa: E402
-from harness.search.confirm import figures, median_epoch  # noqa: E402
+from harness.search.confirm import REFIT_LR_SCHEDULE, figures, median_epoch  # noqa: E402
 from harness.search.spaces import load_space  # noqa: E402
 from harness.trainer import TrainConfig  # noqa: E402
 
@@ -68,16 +68,18 @@ def measure(
     spec: str,
     seeds: list[int],
     widths: list[int],
-    space: str,
+    space_file: str,
     config: dict,
     refit: bool,
     refit_epochs: int | None = None,
 ) -> dict:
     """With `refit_epochs`, only the refits, for that many epochs (no runs to take them from)."""
-    space = load_space(space)
+    space = load_space(space_file)
     splits = load_splits(spec, space.study.image_size)
     budget = space.study.epochs(len(splits.train))
     config = TrainConfig(**{**WINNER, **config}, max_epochs=budget)
+    refit = refit or refit_epochs is not None
+    both = concatenate(splits.train, splits.val) if refit else None
     by_width = {}
     for width in widths:
         runs = {"test_iou": [], "best_epochs": [], "wall_s": []}
@@ -89,21 +91,25 @@ def measure(
             runs["test_iou"].append(iou)
             runs["best_epochs"].append(best)
         by_width[str(width)] = runs
-        if refit or refit_epochs is not None:
-            epochs = refit_epochs or median_epoch(runs["best_epochs"])
-            both = concatenate(splits.train, splits.val)
+        if refit:
+            epochs = median_epoch(runs["best_epochs"]) if refit_epochs is None else refit_epochs
             runs["refit"] = {
                 "epochs": epochs,
                 "test_iou": [
                     test_iou(
                         replace(config, base_channels=width, seed=seed, max_epochs=epochs,
-                                lr_schedule="cosine"),
+                                lr_schedule=REFIT_LR_SCHEDULE),
                         both, None, splits.test,
                     )[0]
                     for seed in seeds
                 ],
             }  # fmt: skip
-    return {"config": asdict(config), "train_images": len(splits.train), "widths": by_width}
+    return {
+        "config": asdict(config),
+        "space": space_file,
+        "train_images": len(splits.train),
+        "widths": by_width,
+    }
 
 
 def report(results: dict[str, dict]) -> str:
@@ -151,17 +157,16 @@ def main() -> None:
         config = {"batch_size": args.batch_size, **parse_config(args.config)}
     except ValueError as error:
         parser.error(f"--config {error}")
+    if args.refit_epochs is not None and args.refit_epochs < 1:
+        parser.error(f"--refit-epochs {args.refit_epochs}: must be at least 1")
     quiet_libraries()
     print(f"machine: {machine()}; harness at {git_commit()}")
     results = measure_each(
         args.data,
         args.out,
-        lambda s: {
-            **measure(
-                s, args.seeds, args.widths, args.space, config, args.refit, args.refit_epochs
-            ),
-            "space": args.space,
-        },
+        lambda s: measure(
+            s, args.seeds, args.widths, args.space, config, args.refit, args.refit_epochs
+        ),
     )
     print(report(results))
 
