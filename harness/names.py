@@ -175,6 +175,7 @@ class TrialAttr:
     JOB_TRIAL = "trial_number"  # the study's trial whose configuration it trains
     JOB_SEED = "seed"
     JOB_EPOCHS = "epochs"  # the epoch budget; a refit trains exactly this many
+    JOB_CHANGES = "changes"  # a refit's settings other than its trial's: the space's [refit]
     TEST_IOU = TEST_IOU
 
 
@@ -222,6 +223,7 @@ class Column:
     BEST_EPOCH = Metric.BEST_EPOCH
     EPOCHS_RUN = Metric.EPOCHS_RUN
     WINNER = "winner"  # whether the configuration won the confirmation
+    CHANGES = "changes"  # a refit's settings other than its trial's, as `name=value; ...`
     RUN_ID = "run_id"
 
 

@@ -8,12 +8,15 @@ from urllib.parse import urlparse
 
 import optuna
 import pytest
+import torch
 
 from harness.cli import run_main
 from harness.names import FINAL_STUDY_SUFFIX, Artifact, Metric, Param, Role, Tag, TrialAttr
+from harness.runs import load_run_model
 from harness.search import SearchOptions, confirm, run_search
 from harness.search.command import main
 from harness.search.confirm import confirm_seed
+from harness.tracking import Tracker
 from tests.helpers import running_runs
 
 DATA = "synthetic:48"
@@ -246,6 +249,39 @@ def test_refit_alone_retrains_the_best_trial_for_its_best_epoch(
     best = result.best_trial
     assert refit.data.tags[Tag.TRIAL_NUMBER] == str(best.number)
     assert refit.data.params["max_epochs"] == str(best.user_attrs["best_epoch"])
+
+
+def test_the_spaces_refit_table_trains_the_registered_model_and_a_change_retrains_it(
+    space_file, tracking_uri, client, capsys
+):
+    first = run_search(options(space_file, tracking_uri, "wide"))
+    capsys.readouterr()
+    (narrow,) = runs_by_role(client, first, Role.REFIT)
+    assert narrow.data.params[Param.BASE_CHANNELS] == "4"  # the trials' width, from [fixed]
+
+    space_file.write_text(TINY_SPACE + "[refit]\nbase_channels = 8\n")
+    second = run_search(options(space_file, tracking_uri, "wide"))
+    out = capsys.readouterr().out
+    # the trials and confirmations stand; only the refit is trained again, at the new width
+    assert len(runs_by_role(client, second, Role.CONFIRM)) == 2
+    refits = runs_by_role(client, second, Role.REFIT)
+    (wide,) = [r for r in refits if r.info.run_id != narrow.info.run_id]
+    assert wide.data.params[Param.BASE_CHANNELS] == "8"
+    for param in ("lr", "depth", "max_epochs", "seed", Param.LR_SCHEDULE):
+        assert wide.data.params[param] == narrow.data.params[param]
+    assert second.final.refit.run_id == wide.info.run_id
+    assert second.final.refit_changes == (("base_channels", 8),)
+    assert "refit on train + validation for" in out and "with base_channels=8" in out
+
+    # summed up again: the parent run's figures are the wide refit's, and it is registered
+    parent = client.get_run(second.parent_run_id)
+    assert parent.data.metrics[Metric.REFIT_TEST_IOU] == wide.data.metrics["test_iou"]
+    assert parent.data.tags[Tag.SUMMED_UP].endswith("refit with base_channels=8")
+    versions = client.search_model_versions("name = 'model-wide'")
+    assert {v.run_id for v in versions} == {narrow.info.run_id, wide.info.run_id}
+    model = load_run_model(Tracker(tracking_uri), wide.info.run_id, torch.device("cpu"))
+    assert model.encoder.channels[0] == 8
+    assert not running_runs(client, second.experiment_id)
 
 
 def test_no_run_is_scored_on_test_while_the_storage_lock_is_held(

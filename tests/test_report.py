@@ -260,6 +260,12 @@ def test_the_confirmation_section_gives_each_configuration_by_seed_and_the_refit
     )
     assert "Refit on train + validation for 4 epoch(s): test mean IoU 0.8100." in text
     assert "search 20, confirm 8, refit 4 (total 32)." in text
+    rows[-1]["changes"] = "base_channels=32"  # a space with a [refit] table
+    wide = paragraphs(final_section(Confirmation(rows, metrics), "val_iou"))
+    assert (
+        "Refit on train + validation for 4 epoch(s) with base_channels=32 (the space's [refit]): "
+        "test mean IoU 0.8100." in wide
+    )
     (table,) = blocks_of(section, Table)
     assert table.header[2] == "val_iou mean ± sd"
     assert table.rows == [

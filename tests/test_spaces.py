@@ -83,6 +83,15 @@ def test_without_an_images_budget_max_epochs_is_the_budget(tmp_path):
     assert load_space(str(path)).study.epochs(10) == 5
 
 
+def test_a_refit_table_holds_values_for_the_refit_only(tmp_path):
+    path = tmp_path / "wide.toml"
+    path.write_text(f"{LR}[fixed]\nbase_channels = 16\n[refit]\nbase_channels = 32\n")
+    space = load_space(str(path))
+    assert space.fixed == {"base_channels": 16} and space.refit == {"base_channels": 32}
+    assert space.config({"lr": 0.002}, seed=0, max_epochs=3).base_channels == 16
+    assert load_space().refit == {}  # the default space refits the winner as it trained
+
+
 def test_suggest_takes_searched_values_from_the_trial_and_fixed_ones_from_the_file(tmp_path):
     path = tmp_path / "fix.toml"
     path.write_text(
@@ -145,6 +154,13 @@ MALFORMED = {
         '[params.batch_size]\ntype = "categorical"\nchoices = [8, 16]\n[[enqueue]]\nbatch_size = 12\n',
         "enqueue[0].batch_size: expected one of [8, 16], got 12",
     ),
+    "refit_searched": (f"{LR}[refit]\nlr = 0.002\n", "refit.lr: searched: the refit trains"),
+    "refit_unknown": ("[refit]\nwidth = 32\n", "refit.width: unknown parameter"),
+    "refit_not_a_number": ('[refit]\nbase_channels = "wide"\n', "refit.base_channels: expected"),
+    "refit_float_for_int": ("[refit]\nbase_channels = 32.0\n", "refit.base_channels: expected"),
+    "refit_invalid_config": ("[refit]\ndepth = 9\n", "refit: invalid depth: 9"),
+    "refit_not_a_table": ("refit = 32\n", "refit: must be a table"),
+    "fixed_not_a_table": ("fixed = 32\n", "fixed: must be a table"),
     "enqueue_float_for_int": (
         '[params.depth]\ntype = "int"\nlow = 2\nhigh = 4\n[[enqueue]]\ndepth = 3.0\n',
         "enqueue[0].depth: expected an integer from 2 to 4, got 3.0",

@@ -47,9 +47,11 @@ def final_section(confirmation: Confirmation, metric: str) -> Section:
         f"{metrics[Metric.WINNER_TEST_IOU_MEAN]:.4f}{spread} over its runs."
     )
     if refit:
+        changes = refit[0].get(Column.CHANGES)  # absent in records from before [refit]
+        changed = f" with {changes} (the space's [refit])" if changes else ""
         text.append(
-            f"Refit on train + validation for {refit[0][Column.EPOCHS_RUN]} epoch(s): test mean IoU "
-            f"{float(refit[0][Column.TEST_IOU]):.4f}. This is the registered model."
+            f"Refit on train + validation for {refit[0][Column.EPOCHS_RUN]} epoch(s){changed}: "
+            f"test mean IoU {float(refit[0][Column.TEST_IOU]):.4f}. This is the registered model."
         )
     stages = [
         (stage, metrics.get(stage_epochs_metric(stage)))

@@ -5,8 +5,9 @@ seed by about as much as the top trials differ (docs/confirm.md). So once the st
 trials, the configurations of its K best complete trials are trained again with N more seeds
 each, unpruned, with their own early stopping; the winner is the configuration with the best
 mean validation metric over its 1 + N runs. The winner is then refit on train + validation for
-the median of its runs' best epochs, its learning rate annealed to zero over them, and scored
-on test: that model is the one registered.
+the median of its runs' best epochs, its learning rate annealed to zero over them, with the
+space's `[refit]` values in place of its trial's (a wider model, say), and scored on test:
+that model is the one registered.
 
 The runs are jobs of a companion Optuna study, `<study>.final`, in the same storage: each job
 is a waiting trial whose user attributes say what it trains. A worker takes a waiting trial
@@ -85,14 +86,19 @@ class Job:
     trial_number: int
     seed: int
     epochs: int
+    # (name, value) pairs, sorted: what the job trains other than its trial's configuration
+    changes: tuple[tuple[str, object], ...] = ()
 
     def attrs(self) -> dict[str, object]:
-        return {
+        attrs = {
             TrialAttr.JOB_ROLE: self.role,
             TrialAttr.JOB_TRIAL: self.trial_number,
             TrialAttr.JOB_SEED: self.seed,
             TrialAttr.JOB_EPOCHS: self.epochs,
         }
+        if self.changes:  # absent, as in the jobs of studies from before [refit]
+            attrs[TrialAttr.JOB_CHANGES] = dict(self.changes)
+        return attrs
 
     @classmethod
     def of(cls, trial: FrozenTrial | optuna.Trial) -> "Job | None":
@@ -104,7 +110,17 @@ class Job:
             attrs[TrialAttr.JOB_TRIAL],
             attrs[TrialAttr.JOB_SEED],
             attrs[TrialAttr.JOB_EPOCHS],
+            job_changes(attrs.get(TrialAttr.JOB_CHANGES, {})),
         )
+
+
+def job_changes(values: dict[str, object]) -> tuple[tuple[str, object], ...]:
+    return tuple(sorted(values.items()))
+
+
+def describe_changes(changes: Iterable[tuple[str, object]]) -> str:
+    """`base_channels=32; ...`: a refit's changes as the record and the messages show them."""
+    return "; ".join(f"{name}={value}" for name, value in changes)
 
 
 def confirm_seed(seed: int, trial_number: int, repeat: int) -> int:
@@ -180,6 +196,7 @@ class FinalResult:
     winner: Confirmed
     refit: Run | None  # None with refit off, or when the refit failed
     refit_epochs: int | None
+    refit_changes: tuple[tuple[str, object], ...] = ()  # the space's [refit] it was trained with
 
     def registered_run_id(self, maximize: bool) -> str:
         """The refit model; without one, the winner's run with the best validation metric."""
@@ -216,7 +233,7 @@ class JobRunner:
         config = self.space.config(source.params, seed=job.seed, max_epochs=job.epochs)
         refit = job.role == Role.REFIT
         if refit:
-            config = replace(config, lr_schedule=REFIT_LR_SCHEDULE)
+            config = replace(config, lr_schedule=REFIT_LR_SCHEDULE, **dict(job.changes))
         run_id = self.tracker.start_run(
             self.experiment_id,
             f"{job.role}-{job.trial_number:03d}" + ("" if refit else f"-s{job.seed}"),
@@ -342,7 +359,11 @@ class FinalStage:
         # the winner is chosen on validation alone: no test scoring here, under the lock
         winner = pick_winner(self.confirmed(score_test=False), self.maximize)
         return Job(
-            Role.REFIT, winner.trial.number, self.seed + winner.trial.number, refit_epochs(winner)
+            Role.REFIT,
+            winner.trial.number,
+            self.seed + winner.trial.number,
+            refit_epochs(winner),
+            job_changes(self.runner.space.refit),
         )
 
     def planned(self) -> list[Job]:
@@ -464,6 +485,7 @@ class FinalStage:
             winner,
             None if done is None else job_run(Role.REFIT, refit, done),
             None if refit is None else refit.epochs,
+            () if refit is None else refit.changes,
         )
 
     def epochs(self) -> dict[str, int]:
@@ -520,6 +542,7 @@ def result_rows(result: FinalResult) -> list[dict[str, object]]:
     runs = [(c.trial.number, run) for c in result.confirmed for run in c.runs]
     if result.refit is not None:
         runs.append((result.winner.trial.number, result.refit))
+    refit_changes = describe_changes(result.refit_changes)
     return [
         {
             Column.TRIAL: number,
@@ -530,6 +553,7 @@ def result_rows(result: FinalResult) -> list[dict[str, object]]:
             Column.BEST_EPOCH: run.best_epoch,
             Column.EPOCHS_RUN: run.epochs_run,
             Column.WINNER: number == result.winner.trial.number,
+            Column.CHANGES: refit_changes if run.role == Role.REFIT else "",
             Column.RUN_ID: run.run_id,
         }
         for number, run in runs
@@ -560,8 +584,10 @@ def format_result(result: FinalResult, metric: str) -> str:
         f"{figures(result.winner.test_ious)} over its {len(result.winner.runs)} runs"
     )
     if result.refit is not None:
+        changes = describe_changes(result.refit_changes)
         lines.append(
-            f"refit on train + validation for {result.refit_epochs} epoch(s): test mean IoU "
+            f"refit on train + validation for {result.refit_epochs} epoch(s)"
+            f"{f' with {changes}' if changes else ''}: test mean IoU "
             f"{result.refit.test_iou:.4f} (the registered model)"
         )
     elif result.refit_epochs is not None:

@@ -48,7 +48,9 @@ from harness.search.confirm import (
     FinalSettings,
     FinalStage,
     JobRunner,
+    describe_changes,
     format_result,
+    job_changes,
     result_metrics,
     result_rows,
 )
@@ -245,7 +247,10 @@ class Search:
             # read again: trials of other workers may have ended since this one's did
             self.best = best_trial(self.study)
             mark = summary_mark(
-                self.study, self.best, None if self.final_stage is None else self.options.final
+                self.study,
+                self.best,
+                None if self.final_stage is None else self.options.final,
+                self.space.refit,
             )
             last_worker = not summed_up(tracker, parent_run_id, mark)
             if last_worker:
@@ -346,11 +351,14 @@ def summed_up(tracker: Tracker, parent_run_id: str, mark: str) -> bool:
     return parent.data.tags.get(Tag.SUMMED_UP) == mark
 
 
-def summary_mark(study: optuna.Study, best, final: FinalSettings | None) -> str:
+def summary_mark(
+    study: optuna.Study, best, final: FinalSettings | None, refit_changes: dict | None = None
+) -> str:
     best_number = "none" if best is None else best.number
     mark = f"{finished_trials(study)} finished, best {best_number}"
     if final:
-        refit = ", refit" if final.refit else ""
+        changes = describe_changes(job_changes(refit_changes or {}))
+        refit = (f", refit with {changes}" if changes else ", refit") if final.refit else ""
         mark += f", confirmed top {final.confirm_top} x {final.confirm_seeds} seeds{refit}"
     return mark
 

@@ -3,8 +3,10 @@
 A space file has a `[study]` table (metric, direction, sampler, pruner, max_epochs,
 image_size, ...), one `[params.NAME]` table per searched parameter, a `[fixed]` table for
 parameters held constant and any number of `[[enqueue]]` tables: known-good configurations
-(a full or partial set of searched values) that every study of the space tries first. Every
-problem is reported as `FILE: KEY: what is wrong` before any study or run exists.
+(a full or partial set of searched values) that every study of the space tries first, and a
+`[refit]` table for settings the final model is refit with instead of its trial's (a wider
+model than the trials, say). Every problem is reported as `FILE: KEY: what is wrong` before any
+study or run exists.
 """
 
 import math
@@ -130,6 +132,7 @@ class SearchSpace:
     params: dict[str, Distribution]
     fixed: dict[str, Any] = field(default_factory=dict)
     enqueue: tuple[dict[str, Any], ...] = ()  # known-good configurations, tried first
+    refit: dict[str, Any] = field(default_factory=dict)  # the refit's values instead of [fixed]
 
     def suggest(self, trial: optuna.Trial, *, seed: int, max_epochs: int) -> TrainConfig:
         """The trial is the only source of searched values; fixed ones come from the file."""
@@ -161,31 +164,46 @@ def load_space(name_or_path: str = DEFAULT_SPACE) -> SearchSpace:
         raise SpaceError(f"{path}: {key}: {problem}")
 
     for key in document:
-        if key not in ("study", "params", "fixed", "enqueue"):
-            fail(key, "unknown table (expected study, params, fixed, enqueue)")
+        if key not in ("study", "params", "fixed", "enqueue", "refit"):
+            fail(key, "unknown table (expected study, params, fixed, enqueue, refit)")
     study = _read_study(document.get("study", {}), fail)
     params = {
         name: _read_distribution(name, spec, fail)
         for name, spec in document.get("params", {}).items()
     }
-    fixed = document.get("fixed", {})
-    for name, value in fixed.items():
+    fixed = _read_values("fixed", document.get("fixed", {}), params, fail)
+    refit = _read_values("refit", document.get("refit", {}), params, fail)
+    # every combination the space can produce must make a valid config: check the corners
+    for table, values in (("params", fixed), ("refit", {**fixed, **refit})):
+        try:
+            for corner in ("low", "high"):
+                TrainConfig(**values, **{n: _corner(d, corner) for n, d in params.items()})
+        except HarnessError as error:
+            fail(table, str(error))
+    enqueue = _read_enqueue(document.get("enqueue", []), params, fixed, fail)
+    return SearchSpace(path.stem, path, study, params, fixed, enqueue, refit)
+
+
+SEARCHED_TOO = {
+    "fixed": "both searched and fixed",
+    "refit": "searched: the refit trains the winner's value",
+}
+
+
+def _read_values(table_name: str, table: Any, params: dict[str, Distribution], fail) -> dict:
+    """`[fixed]` or `[refit]`: values of parameters the space does not search."""
+    if not isinstance(table, dict):
+        fail(table_name, "must be a table")
+    for name, value in table.items():
+        key = f"{table_name}.{name}"
         if name not in SEARCHABLE:
-            fail(f"fixed.{name}", f"unknown parameter (known: {', '.join(SEARCHABLE)})")
+            fail(key, f"unknown parameter (known: {', '.join(SEARCHABLE)})")
         if name in params:
-            fail(f"fixed.{name}", "both searched and fixed")
+            fail(key, SEARCHED_TOO[table_name])
         expected = int if name in INT_PARAMS else (int, float)
         if isinstance(value, bool) or not isinstance(value, expected):
-            fail(f"fixed.{name}", f"expected a number, got {value!r}")
-    try:
-        # every combination the space can produce must make a valid config: check the corners
-        for corner in ("low", "high"):
-            values = {n: _corner(d, corner) for n, d in params.items()}
-            TrainConfig(**fixed, **values)
-    except HarnessError as error:
-        fail("params", str(error))
-    enqueue = _read_enqueue(document.get("enqueue", []), params, fixed, fail)
-    return SearchSpace(path.stem, path, study, params, fixed, enqueue)
+            fail(key, f"expected a number, got {value!r}")
+    return dict(table)
 
 
 def _read_enqueue(tables: Any, params: dict[str, Distribution], fixed: dict, fail) -> tuple:
