@@ -352,12 +352,12 @@ def summed_up(tracker: Tracker, parent_run_id: str, mark: str) -> bool:
 
 
 def summary_mark(
-    study: optuna.Study, best, final: FinalSettings | None, refit_changes: dict | None = None
+    study: optuna.Study, best, final: FinalSettings | None, refit_changes: dict
 ) -> str:
     best_number = "none" if best is None else best.number
     mark = f"{finished_trials(study)} finished, best {best_number}"
     if final:
-        changes = describe_changes(job_changes(refit_changes or {}))
+        changes = describe_changes(job_changes(refit_changes))
         refit = (f", refit with {changes}" if changes else ", refit") if final.refit else ""
         mark += f", confirmed top {final.confirm_top} x {final.confirm_seeds} seeds{refit}"
     return mark

@@ -173,8 +173,10 @@ def load_space(name_or_path: str = DEFAULT_SPACE) -> SearchSpace:
     }
     fixed = _read_values("fixed", document.get("fixed", {}), params, fail)
     refit = _read_values("refit", document.get("refit", {}), params, fail)
-    # every combination the space can produce must make a valid config: check the corners
-    for table, values in (("params", fixed), ("refit", {**fixed, **refit})):
+    # every combination the space can produce must make a valid config: check the corners,
+    # and again with the refit's values where the space has any
+    checks = [("params", fixed)] + ([("refit", {**fixed, **refit})] if refit else [])
+    for table, values in checks:
         try:
             for corner in ("low", "high"):
                 TrainConfig(**values, **{n: _corner(d, corner) for n, d in params.items()})
